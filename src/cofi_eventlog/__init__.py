@@ -1,0 +1,8 @@
+"""cofi-eventlog: a buffered event logger for batch pipelines, writing to ``batchExecutionLog``."""
+
+from .logger import EventLogger
+from .sinks import SinkError
+
+__version__ = "0.1.0"
+
+__all__ = ["EventLogger", "SinkError", "__version__"]

@@ -1,0 +1,56 @@
+"""Process hooks: drain at exit (atexit, and multiprocessing's finalizers, which run where atexit
+does not), and start afresh in a forked child."""
+
+from __future__ import annotations
+
+import atexit
+import os
+import sys
+import weakref
+from typing import Any, Protocol
+
+
+class Closable(Protocol):
+    def close(self, timeout: float | None = None) -> None: ...
+
+    def exit_timeout(self) -> float: ...
+
+    def after_fork_in_child(self) -> None: ...
+
+
+_live: weakref.WeakSet[Any] = weakref.WeakSet()
+_hooked_pid = 0
+
+
+def track(logger: Closable) -> None:
+    """Called when a logger starts writing in this process."""
+    _live.add(logger)
+    _hook_this_process()
+
+
+def _hook_this_process() -> None:
+    global _hooked_pid
+    if _hooked_pid == os.getpid():
+        return
+    _hooked_pid = os.getpid()
+    atexit.register(close_all)
+    mp_util = sys.modules.get("multiprocessing.util")
+    if mp_util is not None:  # workers leave through os._exit, skipping atexit; this still runs
+        mp_util.Finalize(None, close_all, exitpriority=100)
+
+
+def close_all() -> None:
+    for logger in list(_live):
+        try:
+            logger.close(timeout=logger.exit_timeout())
+        except Exception:  # one broken logger must not stop the others from draining
+            pass
+
+
+def _after_fork_in_child() -> None:
+    for logger in list(_live):
+        logger.after_fork_in_child()
+    _live.clear()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)

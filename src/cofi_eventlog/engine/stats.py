@@ -1,0 +1,39 @@
+"""Counters. Callers bump theirs through itertools.count, whose ``next`` is atomic under the GIL;
+the writer thread owns the plain integers."""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+
+
+class AtomicCounter:
+    def __init__(self) -> None:
+        self._count = itertools.count()
+        self.add = self._count.__next__  # returns the value before the increment
+
+    @property
+    def value(self) -> int:
+        return int(repr(self._count)[6:-1])  # "count(N)": reading without incrementing
+
+
+@dataclass
+class WriterStats:
+    written: int = 0
+    dropped: int = 0
+    flushes: int = 0
+    retries: int = 0
+    spilled: int = 0
+    replayed: int = 0
+    dead_lettered: int = 0
+    coerced: int = 0
+    spool_torn_bytes: int = 0
+    last_error: str | None = None
+    flush_seconds_last: float = 0.0
+    flush_seconds_max: float = 0.0
+    flush_seconds_total: float = 0.0
+
+    def timed(self, seconds: float) -> None:
+        self.flush_seconds_last = seconds
+        self.flush_seconds_total += seconds
+        self.flush_seconds_max = max(self.flush_seconds_max, seconds)

@@ -1,0 +1,241 @@
+"""The event model: raw call arguments in, bounded and JSON-safe rows out.
+
+The caller's thread only packs its arguments into a tuple (:data:`Raw`); turning them into a row —
+ids, text bounds, JSON, tracebacks — happens on the writer thread, or on the caller's thread in
+strict mode, where every coercion becomes an exception naming the argument instead.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import traceback
+from typing import Any
+
+import orjson
+
+from .sinks.base import Row
+
+# (eventType, batch_id, stage, file_name, message|exception, gpu_ip, processed, total, payload, metadata,
+#  time_ns, seq). seq numbers the logger's calls; with time_ns it fixes the eventId, so normalizing
+#  the same call twice (the writer and a closer at a deadline) gives the same row.
+Raw = tuple[str, Any, Any, Any, Any, Any, Any, Any, Any, Any, int, int]
+
+LIMITS = {"batch_id": 128, "stage": 64, "file_name": 1024, "gpu_ip": 64, "message": 65536}
+MAX_METADATA_BYTES = 1 << 20
+MAX_TRACEBACK_CHARS = 8192
+MAX_DEPTH = 64
+TRUNCATED = "…[truncated {} chars]"
+
+
+class Coercion(Exception):
+    """One argument was changed to fit; strict mode raises it as ValueError or TypeError."""
+
+    def __init__(self, argument: str, problem: str, *, wrong_type: bool = False) -> None:
+        super().__init__(f"{argument}: {problem}")
+        self.argument = argument
+        self.wrong_type = wrong_type
+
+    def as_error(self) -> Exception:
+        return (TypeError if self.wrong_type else ValueError)(str(self))
+
+
+class EventIds:
+    """Unique, time-ordered 16-byte ids: time_ns (8) + random node (4) + the call's sequence number (4).
+
+    Cheaper than uuid4 (no urandom per id). The node is drawn per logger and again in a forked
+    child, so two processes never share one.
+    """
+
+    def __init__(self) -> None:
+        self.reseed()
+
+    def reseed(self) -> None:
+        self._node = int.from_bytes(os.urandom(4), "big") << 32
+
+    def make(self, time_ns: int, seq: int) -> bytes:
+        return ((time_ns << 64) | self._node | (seq & 0xFFFFFFFF)).to_bytes(16, "big")
+
+
+def clean_text(value: Any, argument: str, notes: list[Coercion], limit: int | None = None,
+               *, required: bool = False) -> str | None:
+    """Text that any utf8mb4 column takes back exactly: str, no lone surrogates, bounded."""
+    if value is None:
+        if required:
+            notes.append(Coercion(argument, "is missing"))
+            return "unknown"
+        return None
+    if type(value) is not str:
+        if isinstance(value, int) and not isinstance(value, bool) and argument == "batch_id":
+            value = str(value)
+        elif isinstance(value, str):
+            value = str.__str__(value)
+        else:
+            notes.append(Coercion(argument, f"expected str, got {type(value).__name__}", wrong_type=True))
+            value = _safe_repr(value) if not isinstance(value, bytes) else _bytes_text(value)
+    if required and not value:
+        notes.append(Coercion(argument, "is empty"))
+        return "unknown"
+    if not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            notes.append(Coercion(argument, "lone surrogate replaced by U+FFFD"))
+            value = value.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+    limit = limit or LIMITS[argument]
+    if len(value) > limit:
+        notes.append(Coercion(argument, f"{len(value)} chars, truncated to {limit}"))
+        marker = TRUNCATED.format(len(value) - limit)
+        value = value[: limit - len(marker)] + marker
+    return value
+
+
+def clean_count(value: Any, argument: str, notes: list[Coercion]) -> int | None:
+    if value is None or (type(value) is int and -(1 << 63) <= value < (1 << 63)):
+        return value
+    try:
+        number = int(value)
+        if number != value or not -(1 << 63) <= number < (1 << 63):
+            raise ValueError
+    except (TypeError, ValueError, OverflowError):
+        notes.append(Coercion(argument, f"{_safe_repr(value)[:64]} is not a 64-bit integer; stored NULL",
+                              wrong_type=not isinstance(value, (int, float))))
+        return None
+    notes.append(Coercion(argument, f"{type(value).__name__} converted to int"))
+    return number
+
+
+def to_json(data: dict[str, Any], notes: list[Coercion]) -> str:
+    """JSON text for the metadata column. orjson first; the slow walk only when it refused or wrote null
+    (orjson turns NaN into null silently, and a coerced NaN must be counted)."""
+    try:
+        out = orjson.dumps(data)
+        if b"null" not in out:
+            return _bounded_json(out, notes)
+    except (TypeError, orjson.JSONEncodeError):
+        pass
+    return _bounded_json(orjson.dumps(_jsonable(data, "metadata", notes, 0, set())), notes)
+
+
+def _bounded_json(out: bytes, notes: list[Coercion]) -> str:
+    if len(out) <= MAX_METADATA_BYTES:
+        return out.decode("utf-8")
+    notes.append(Coercion("payload", f"metadata is {len(out)} bytes, truncated to {MAX_METADATA_BYTES}"))
+    preview = out[: MAX_METADATA_BYTES // 2].decode("utf-8", "ignore")
+    return orjson.dumps({"truncated": preview + TRUNCATED.format(len(out) - len(preview)),
+                         "coerced": [str(n) for n in notes]}).decode("utf-8")
+
+
+def _jsonable(obj: Any, path: str, notes: list[Coercion], depth: int, seen: set[int]) -> Any:
+    """A JSON-safe copy of obj; every change is noted."""
+    if obj is None or obj is True or obj is False:
+        return obj
+    kind = type(obj)
+    if kind is str:
+        return clean_text(obj, path, notes, limit=MAX_METADATA_BYTES)
+    if kind is int:
+        if -(1 << 63) <= obj < (1 << 64):
+            return obj
+        notes.append(Coercion(path, "integer beyond 64 bits stored as text"))
+        return str(obj)
+    if kind is float:
+        if math.isfinite(obj):
+            return obj
+        notes.append(Coercion(path, f"{obj!r} is not JSON; stored as text"))
+        return repr(obj)
+    if depth >= MAX_DEPTH:
+        notes.append(Coercion(path, f"nested deeper than {MAX_DEPTH}; cut"))
+        return "…[too deep]"
+    if isinstance(obj, (dict, list, tuple, set, frozenset)):
+        if id(obj) in seen:
+            notes.append(Coercion(path, "cycle; the repeated reference stored as a marker"))
+            return "…[cycle]"
+        seen.add(id(obj))
+        try:
+            if isinstance(obj, dict):
+                out: dict[str, Any] = {}
+                for key, value in obj.items():
+                    if not isinstance(key, str):
+                        notes.append(Coercion(path, f"{type(key).__name__} key {_safe_repr(key)[:32]} as text"))
+                        key = _safe_repr(key)
+                    key = clean_text(key, path, notes, limit=1024) or ""
+                    out[key] = _jsonable(value, f"{path}.{key}", notes, depth + 1, seen)
+                return out
+            if isinstance(obj, (set, frozenset)):
+                notes.append(Coercion(path, f"{kind.__name__} stored as a list"))
+                items: Any = sorted(obj, key=repr)
+            else:
+                items = obj
+            return [_jsonable(v, f"{path}[{i}]", notes, depth + 1, seen) for i, v in enumerate(items)]
+        finally:
+            seen.discard(id(obj))
+    if isinstance(obj, (bytes, bytearray, memoryview)):
+        notes.append(Coercion(path, f"{kind.__name__} stored as text"))
+        return _bytes_text(bytes(obj))
+    try:  # dates, uuids, dataclasses, enums: whatever orjson takes natively
+        return orjson.loads(orjson.dumps(obj))
+    except (TypeError, orjson.JSONEncodeError):
+        notes.append(Coercion(path, f"{kind.__name__} is not JSON; stored as repr"))
+        return clean_text(_safe_repr(obj), path, notes, limit=4096)
+
+
+def _bytes_text(value: bytes) -> str:
+    try:
+        return value.decode("utf-8")
+    except UnicodeDecodeError:
+        return "hex:" + value.hex()
+
+
+def _safe_repr(value: Any) -> str:
+    try:
+        return repr(value)
+    except Exception as exc:  # a broken __repr__ must not lose the event
+        return f"<{type(value).__name__} with failing repr: {type(exc).__name__}>"
+
+
+def describe_error(error: Any, notes: list[Coercion], meta: dict[str, Any]) -> str | None:
+    """The message for an error argument: text as given; an exception keeps its type and a short traceback."""
+    if isinstance(error, BaseException):
+        meta["error_type"] = f"{type(error).__module__}.{type(error).__qualname__}".removeprefix("builtins.")
+        if error.__traceback__ is not None:
+            text = "".join(traceback.format_exception(type(error), error, error.__traceback__, limit=-8))
+            meta["traceback"] = text[-MAX_TRACEBACK_CHARS:]
+        error = _safe_str(error) or type(error).__name__
+    return clean_text(error, "message", notes)
+
+
+def _safe_str(value: Any) -> str:
+    try:
+        return str(value)
+    except Exception:  # a broken __str__ must not lose the event
+        return _safe_repr(value)
+
+
+def normalize(raw: Raw, ids: EventIds) -> tuple[Row, list[Coercion]]:
+    """Build the row for one call; coercions are listed in metadata["coerced"] and returned."""
+    etype, batch_id, stage, file_name, message, gpu_ip, processed, total, payload, metadata, time_ns, seq = raw
+    notes: list[Coercion] = []
+    meta: dict[str, Any] = {}
+    if metadata is not None:
+        if isinstance(metadata, dict):
+            meta.update(metadata)
+        else:
+            notes.append(Coercion("metadata", f"expected dict, got {type(metadata).__name__}; stored under "
+                                              "'metadata'", wrong_type=True))
+            meta["metadata"] = metadata
+    batch = clean_text(batch_id, "batch_id", notes, required=True)
+    text = describe_error(message, notes, meta)
+    row_stage = clean_text(stage, "stage", notes)
+    fname = clean_text(file_name, "file_name", notes)
+    gpu = clean_text(gpu_ip, "gpu_ip", notes)
+    done = clean_count(processed, "processed", notes)
+    count = clean_count(total, "total", notes)
+    if payload is not None:
+        meta["payload"] = payload
+    meta_json = to_json(meta, notes) if meta else None
+    if notes:
+        meta["coerced"] = [str(n) for n in notes]
+        meta_json = to_json(meta, [])
+    row: Row = (ids.make(time_ns, seq), batch or "unknown", row_stage, etype, fname, text, gpu, done, count,
+                meta_json, time_ns // 1000)
+    return row, notes

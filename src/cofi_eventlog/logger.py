@@ -1,0 +1,365 @@
+"""EventLogger: the call-site API.
+
+Every event method works on the class, where it goes to the process-wide logger (made on first use
+from ``COFI_EVENTLOG_DSN``, else ``sqlite:///cofi_eventlog.db``), and on an instance. In the default
+mode a call packs its arguments into a tuple and appends it to the queue: no I/O, no lock, no
+normalization on the caller's thread.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections import deque
+from types import MethodType
+from typing import Any, Callable, ClassVar, Generic, TypeVar
+
+from .engine import lifecycle
+from .engine.diagnostics import Warner
+from .engine.spool import Spool, default_spool_dir, encode, spool_key
+from .engine.stats import AtomicCounter
+from .engine.writer import FlushMarker, Writer
+from .events import EventIds, Raw, normalize
+from .sinks import is_identifier, open_sink, parse_dsn
+
+DEFAULT_DSN = "sqlite:///cofi_eventlog.db"
+DURABILITY = ("memory", "spool")
+ON_FULL = ("spill", "block", "drop")
+
+_getpid = os.getpid
+_time_ns = time.time_ns
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class _either(Generic[F]):
+    """A method that, looked up on the class, is bound to the process-wide logger."""
+
+    def __init__(self, func: F) -> None:
+        self.func = func
+        self.__doc__ = func.__doc__
+
+    def __get__(self, obj: Any, owner: type[EventLogger]) -> F:
+        return MethodType(self.func, obj if obj is not None else owner.default())  # type: ignore[return-value]
+
+
+class EventLogger:
+    """A buffered writer of pipeline events into ``batchExecutionLog``.
+
+    Options (keywords, also for :meth:`configure`):
+      dsn            mysql://user:pass@host:3306/db or sqlite:///path
+      table          table name, a plain identifier (default batchExecutionLog)
+      batch_size     rows per INSERT batch; reaching it wakes the writer (default 1000)
+      flush_interval seconds between writes when batches are not full (default 0.5)
+      max_queue      events held in memory (default 131072, a whole 10K-file batch)
+      strict         raise ValueError/TypeError on bad arguments instead of coercing (default False)
+      create_table   create the table if missing (default True)
+      durability     'memory' (default) or 'spool': each call is appended to the disk journal first
+      on_full        queue full: 'spill' to disk (default), 'block' up to block_timeout, or 'drop'
+      block_timeout  seconds a 'block' call may wait before spilling (default 1.0)
+      spool_dir      folder for the spool (default per user, see README)
+      max_spool_bytes spool size cap; events beyond it are dropped and counted (default 1 GiB)
+      exit_timeout   seconds the exit hook may spend draining (default 5.0)
+      timeout        database connect/read/write timeout in seconds (default 10.0)
+    """
+
+    _default: ClassVar[EventLogger | None] = None
+    _default_lock: ClassVar[threading.Lock] = threading.Lock()
+
+    def __init__(self, dsn: str | None = None, *, table: str = "batchExecutionLog", batch_size: int = 1000,
+                 flush_interval: float = 0.5, max_queue: int = 131072, strict: bool = False,
+                 create_table: bool = True, durability: str = "memory", on_full: str = "spill",
+                 block_timeout: float = 1.0, spool_dir: str | None = None, max_spool_bytes: int = 1 << 30,
+                 exit_timeout: float = 5.0, timeout: float = 10.0) -> None:
+        if not isinstance(table, str) or not is_identifier(table):
+            raise ValueError(f"table must be a plain identifier (letters, digits, _), got {table!r}")
+        _positive("batch_size", batch_size, int)
+        _positive("max_queue", max_queue, int)
+        _positive("flush_interval", flush_interval, (int, float))
+        _positive("timeout", timeout, (int, float))
+        if durability not in DURABILITY:
+            raise ValueError(f"durability must be one of {DURABILITY}, got {durability!r}")
+        if on_full not in ON_FULL:
+            raise ValueError(f"on_full must be one of {ON_FULL}, got {on_full!r}")
+        self._dsn = parse_dsn(dsn or os.environ.get("COFI_EVENTLOG_DSN") or DEFAULT_DSN)
+        self._table = table
+        self._batch_size = batch_size
+        self._flush_interval = float(flush_interval)
+        self._max_queue = max_queue
+        self._strict = strict
+        self._create_table = create_table
+        self._durability = durability
+        self._on_full = on_full
+        self._block_timeout = block_timeout
+        target = os.path.abspath(self._dsn.path) if self._dsn.dialect == "sqlite" else self._dsn.redacted()
+        self._spool_dir = os.path.join(spool_dir or default_spool_dir(), spool_key(target, table))
+        self._max_spool_bytes = max_spool_bytes
+        self._exit_timeout = exit_timeout
+        self._timeout = timeout
+        self._warn = Warner()
+        self._seq = AtomicCounter()  # numbers every accepted call; its value is stats()['enqueued']
+        self._caller_spilled = AtomicCounter()
+        self._caller_dropped = AtomicCounter()
+        self._caller_coerced = AtomicCounter()
+        self._lock = threading.Lock()
+        self._closed = False
+        self._fast_pid = -1  # == os.getpid() only while the plain append path may be taken
+        self._queue: deque[Any] = deque()
+        self._writer: Writer | None = None
+        self._writer_pid = -1
+        self._wake = threading.Event()
+        self._start_lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else "open"
+        return f"EventLogger({self._dsn.redacted()!r}, table={self._table!r}, {state})"
+
+    # -- the process-wide logger ---------------------------------------------------------------------
+    @classmethod
+    def default(cls) -> EventLogger:
+        """The process-wide logger, made on first use."""
+        logger = cls._default
+        if logger is None:
+            with cls._default_lock:
+                if cls._default is None:
+                    cls._default = cls()
+                logger = cls._default
+        return logger
+
+    @classmethod
+    def configure(cls, dsn: str | None = None, **options: Any) -> EventLogger:
+        """(Re)build the process-wide logger; the previous one is flushed and closed."""
+        new = cls(dsn, **options)
+        with cls._default_lock:
+            old, cls._default = cls._default, new
+        if old is not None:
+            old.close()
+        return new
+
+    # -- events --------------------------------------------------------------------------------------
+    @_either
+    def file_error(self, batch_id: Any, stage: str, file_name: str, error: Any, gpu_ip: str | None = None,
+                   *, payload: Any = None) -> None:
+        """A file failed at a stage. ``error`` is text or an exception (its type and traceback are kept)."""
+        self._emit(("error", batch_id, stage, file_name, error, gpu_ip, None, None, payload, None,
+                    _time_ns(), self._seq.add()))
+
+    @_either
+    def file_started(self, batch_id: Any, stage: str, file_name: str, gpu_ip: str | None = None, *,
+                     metadata: dict[str, Any] | None = None) -> None:
+        self._emit(("file_start", batch_id, stage, file_name, None, gpu_ip, None, None, None, metadata,
+                    _time_ns(), self._seq.add()))
+
+    @_either
+    def file_completed(self, batch_id: Any, stage: str, file_name: str, gpu_ip: str | None = None, *,
+                       metadata: dict[str, Any] | None = None) -> None:
+        self._emit(("file_complete", batch_id, stage, file_name, None, gpu_ip, None, None, None, metadata,
+                    _time_ns(), self._seq.add()))
+
+    @_either
+    def progress(self, batch_id: Any, stage: str, processed: int, total: int, *, gpu_ip: str | None = None,
+                 metadata: dict[str, Any] | None = None) -> None:
+        self._emit(("progress", batch_id, stage, None, None, gpu_ip, processed, total, None, metadata,
+                    _time_ns(), self._seq.add()))
+
+    @_either
+    def stage_started(self, batch_id: Any, stage: str, *, gpu_ip: str | None = None,
+                      metadata: dict[str, Any] | None = None) -> None:
+        self._emit(("stage_start", batch_id, stage, None, None, gpu_ip, None, None, None, metadata,
+                    _time_ns(), self._seq.add()))
+
+    @_either
+    def stage_completed(self, batch_id: Any, stage: str, *, gpu_ip: str | None = None,
+                        metadata: dict[str, Any] | None = None) -> None:
+        self._emit(("stage_complete", batch_id, stage, None, None, gpu_ip, None, None, None, metadata,
+                    _time_ns(), self._seq.add()))
+
+    @_either
+    def batch_started(self, batch_id: Any, *, total_files: int | None = None,
+                      metadata: dict[str, Any] | None = None) -> None:
+        self._emit(("batch_start", batch_id, None, None, None, None, None, total_files, None, metadata,
+                    _time_ns(), self._seq.add()))
+
+    @_either
+    def batch_completed(self, batch_id: Any, *, metadata: dict[str, Any] | None = None) -> None:
+        self._emit(("batch_complete", batch_id, None, None, None, None, None, None, None, metadata,
+                    _time_ns(), self._seq.add()))
+
+    def _emit(self, item: Raw) -> None:
+        if self._fast_pid != _getpid():
+            return self._emit_slow(item)
+        queue = self._queue
+        if len(queue) >= self._max_queue:
+            return self._overflow(item)
+        queue.append(item)
+        if len(queue) >= self._batch_size and not self._wake.is_set():
+            self._wake.set()
+
+    def _emit_slow(self, item: Raw) -> None:
+        """Strict and spool modes, the first call in a process, and calls after close."""
+        if self._closed:
+            self._caller_dropped.add()
+            self._warn("closed", f"{self!r} is closed; event dropped")
+            if self._strict:
+                raise RuntimeError("EventLogger is closed")
+            return
+        writer = self._started()
+        if not (self._strict or self._durability == "spool"):
+            self._fast_pid = _getpid()
+            return self._emit(item)
+        row, notes = normalize(item, writer.ids)
+        if notes:
+            if self._strict:
+                raise notes[0].as_error()
+            self._caller_coerced.add()
+        full = len(self._queue) >= self._max_queue
+        if self._durability == "spool":
+            spool = writer.spool
+            with spool.lock:
+                if not spool.journal_append(encode([row]), queued=not full):
+                    self._caller_dropped.add()
+                    self._warn("full", "spool full; event dropped")
+                    return
+                if not full:
+                    self._queue.append(row)
+            if full:
+                self._caller_spilled.add()
+                writer.backlog = True
+        elif full:
+            return self._overflow(row)
+        else:
+            self._queue.append(row)
+        if len(self._queue) >= self._batch_size:
+            self._wake.set()
+
+    def _overflow(self, item: Any) -> None:
+        """The queue is full: spill to the journal (default), wait a bounded time, or drop."""
+        writer = self._started()
+        if self._on_full == "block":
+            deadline = time.monotonic() + self._block_timeout
+            self._wake.set()
+            while len(self._queue) >= self._max_queue and time.monotonic() < deadline:
+                time.sleep(0.001)
+            if len(self._queue) < self._max_queue:
+                self._queue.append(item)
+                return
+        if self._on_full == "drop":
+            self._caller_dropped.add()
+            self._warn("drop", f"queue full ({self._max_queue}); events dropped (on_full='drop')")
+            return
+        row = item if type(item[0]) is bytes else normalize(item, writer.ids)[0]
+        with writer.spool.lock:
+            ok = writer.spool.journal_append(encode([row]), queued=False)
+        if ok:
+            self._caller_spilled.add()
+            writer.backlog = True
+            self._warn("spill", f"queue full ({self._max_queue}); events spilled to {writer.spool.folder}")
+        else:
+            self._caller_dropped.add()
+            self._warn("full", "queue and spool full; event dropped")
+
+    # -- the writer ----------------------------------------------------------------------------------
+    def _started(self) -> Writer:
+        """The writer for this process, started on the first call (and again in a forked child)."""
+        writer = self._writer
+        if writer is not None and self._writer_pid == _getpid():
+            return writer
+        with self._start_lock:
+            if self._writer is None or self._writer_pid != _getpid():
+                if self._writer is not None:
+                    self.after_fork_in_child()
+                sink = open_sink(self._dsn, self._table, create_table=self._create_table, timeout=self._timeout)
+                spool = Spool(self._spool_dir, max_bytes=self._max_spool_bytes)
+                writer = Writer(self._queue, sink, spool, EventIds(), batch_size=self._batch_size,
+                                flush_interval=self._flush_interval, journal=self._durability == "spool",
+                                warn=self._warn)
+                self._wake = writer.wake
+                self._writer_pid = _getpid()
+                self._writer = writer
+                writer.start()
+                lifecycle.track(self)
+            return self._writer
+
+    def after_fork_in_child(self) -> None:
+        """Fork: the parent writes its own queued events; the child starts empty, with its own
+        connection, spool files and writer thread, made on its first call."""
+        old = self._writer
+        self._queue = deque()
+        self._fast_pid = -1
+        self._writer = None
+        self._lock = threading.Lock()
+        self._start_lock = threading.Lock()
+        if old is not None:
+            old.sink.abandon()
+            old.spool.forget_inherited()
+
+    def exit_timeout(self) -> float:
+        return self._exit_timeout
+
+    # -- flush / close / stats -----------------------------------------------------------------------
+    @_either
+    def flush(self, timeout: float | None = None) -> bool:
+        """True once everything enqueued before the call is in the database. With durability='spool'
+        the journal is also fsynced, so a crash after a False return still loses nothing."""
+        writer = self._writer
+        if writer is None or self._writer_pid != _getpid():
+            return True
+        if self._closed:
+            return not self._queue and not writer.backlog
+        marker = FlushMarker()
+        self._queue.append(marker)
+        self._wake.set()
+        if self._durability == "spool":
+            with writer.spool.lock:
+                if writer.spool.journal is not None:
+                    writer.spool.journal.sync()
+        return marker.done.wait(timeout) and marker.ok
+
+    @_either
+    def close(self, timeout: float | None = None) -> None:
+        """Stop accepting, drain, release. Past ``timeout`` the rest goes to the spool. Idempotent."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            self._fast_pid = -1
+        writer = self._writer
+        if writer is not None and self._writer_pid == _getpid():
+            writer.stop(timeout)
+        if type(self)._default is self:
+            type(self)._default = None
+
+    def __enter__(self) -> EventLogger:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @_either
+    def stats(self) -> dict[str, Any]:
+        """Counters since this logger started; the password never appears here."""
+        writer = self._writer
+        w = writer.stats if writer is not None else None
+        return {
+            "enqueued": self._seq.value,
+            "written": w.written if w else 0,
+            "dropped": self._caller_dropped.value + (w.dropped if w else 0),
+            "queue_depth": len(self._queue),
+            "flushes": w.flushes if w else 0,
+            "retries": w.retries if w else 0,
+            "last_error": w.last_error if w else None,
+            "coerced": self._caller_coerced.value + (w.coerced if w else 0),
+            "spilled": self._caller_spilled.value + (w.spilled if w else 0),
+            "replayed": w.replayed if w else 0,
+            "dead_lettered": w.dead_lettered if w else 0,
+            "spool_torn_bytes": w.spool_torn_bytes if w else 0,
+            "flush_seconds_last": w.flush_seconds_last if w else 0.0,
+            "flush_seconds_max": w.flush_seconds_max if w else 0.0,
+            "dsn": self._dsn.redacted(),
+            "table": self._table,
+        }
+
+
+def _positive(name: str, value: Any, kind: type | tuple[type, ...]) -> None:
+    if isinstance(value, bool) or not isinstance(value, kind) or value <= 0:
+        raise ValueError(f"{name} must be a positive number, got {value!r}")

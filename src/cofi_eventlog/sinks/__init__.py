@@ -1,0 +1,19 @@
+"""Sinks write rows to a database. They know nothing of the queue or the writer thread."""
+
+from __future__ import annotations
+
+from .base import COLUMNS, EVENT_TYPES, Row, Sink, SinkError, is_identifier
+from .dsn import Dsn, parse_dsn
+from .mysql import MySQLSink
+from .sqlite import SQLiteSink
+
+
+def open_sink(dsn: Dsn, table: str, *, create_table: bool = True, timeout: float = 10.0) -> Sink:
+    """The sink for a DSN; it connects lazily, on its first write."""
+    if dsn.dialect == "sqlite":
+        return SQLiteSink(dsn.path, table, create_table=create_table, timeout=timeout)
+    return MySQLSink(dsn, table, create_table=create_table, timeout=timeout)
+
+
+__all__ = ["COLUMNS", "EVENT_TYPES", "Dsn", "MySQLSink", "Row", "SQLiteSink", "Sink", "SinkError",
+           "is_identifier", "open_sink", "parse_dsn"]

@@ -1,0 +1,50 @@
+"""What every sink shares: the row shape, the column names, the protocol and its error."""
+
+from __future__ import annotations
+
+from typing import Protocol, Sequence
+
+# A row as the writer hands it to a sink. Text is already bounded and free of lone surrogates, and
+# metadata is JSON text, so sinks only quote and send.
+#   (eventId, batchId, stage, eventType, fileName, message, gpuIp, processed, total, metadata, createdAt_us)
+Row = tuple[bytes, str, "str | None", str, "str | None", "str | None", "str | None", "int | None",
+            "int | None", "str | None", int]
+
+COLUMNS: tuple[str, ...] = (
+    "eventId", "batchId", "stage", "eventType", "fileName", "message",
+    "gpuIp", "processed", "total", "metadata", "createdAt",
+)
+
+EVENT_TYPES: tuple[str, ...] = (
+    "error", "progress", "file_start", "file_complete",
+    "stage_start", "stage_complete", "batch_start", "batch_complete",
+)
+
+
+class SinkError(Exception):
+    """A write failed. ``transient`` says whether the same rows may succeed later."""
+
+    def __init__(self, message: str, *, transient: bool, code: int | None = None) -> None:
+        super().__init__(message)
+        self.transient = transient
+        self.code = code
+
+
+class Sink(Protocol):
+    """Takes rows and makes them durable; knows nothing of queues or threads."""
+
+    statements: int  # INSERT statements sent so far
+
+    def write(self, rows: Sequence[Row]) -> None:
+        """Write every row or raise SinkError; rows already present are ignored."""
+
+    def close(self) -> None: ...
+
+    def abandon(self) -> None:
+        """Forget the connection without closing it: a forked child shares it with its parent."""
+
+
+def is_identifier(name: str) -> bool:
+    """Table names are interpolated into SQL, so only plain identifiers pass."""
+    return bool(name) and len(name) <= 64 and name.isascii() and (name.replace("_", "a").isalnum()) \
+        and not name[0].isdigit()

@@ -1,0 +1,104 @@
+"""Embedded SQLite sink: WAL mode, one transaction of ``executemany`` per batch."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from datetime import datetime, timezone
+from typing import Sequence
+
+from .base import COLUMNS, Row, SinkError
+
+
+def create_table_sql(table: str) -> str:
+    """DDL for SQLite; createdAt is ISO text in UTC so that it sorts and reads like MySQL's DATETIME(6)."""
+    return f"""CREATE TABLE IF NOT EXISTS "{table}" (
+  eventId BLOB NOT NULL PRIMARY KEY,
+  batchId TEXT NOT NULL,
+  stage TEXT,
+  eventType TEXT NOT NULL,
+  fileName TEXT,
+  message TEXT,
+  gpuIp TEXT,
+  processed INTEGER,
+  total INTEGER,
+  metadata TEXT,
+  createdAt TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS "{table}_batch_type_time" ON "{table}" (batchId, eventType, createdAt);
+CREATE INDEX IF NOT EXISTS "{table}_batch_time" ON "{table}" (batchId, createdAt);"""
+
+
+def connect(path: str, *, timeout: float = 10.0) -> sqlite3.Connection:
+    """A connection in autocommit mode (transactions are explicit), WAL journal, waiting on locks."""
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    conn = sqlite3.connect(path, timeout=timeout, isolation_level=None, check_same_thread=False)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=NORMAL")
+    return conn
+
+
+def iso_utc(micros: int) -> str:
+    second, frac = divmod(micros, 1_000_000)
+    return datetime.fromtimestamp(second, timezone.utc).strftime("%Y-%m-%d %H:%M:%S") + f".{frac:06d}"
+
+
+class SQLiteSink:
+    """Writes each batch in one transaction; a busy database is a transient error."""
+
+    def __init__(self, path: str, table: str, *, create_table: bool = True, timeout: float = 10.0) -> None:
+        self.path = path
+        self.table = table
+        self.statements = 0
+        self._create = create_table
+        self._timeout = timeout
+        self._conn: sqlite3.Connection | None = None
+        marks = ",".join("?" * len(COLUMNS))
+        self._sql = f'INSERT OR IGNORE INTO "{table}" ({",".join(COLUMNS)}) VALUES ({marks})'
+
+    def __repr__(self) -> str:
+        return f"SQLiteSink({self.path!r}, table={self.table!r})"
+
+    def _connection(self) -> sqlite3.Connection:
+        if self._conn is None:
+            try:
+                conn = connect(self.path, timeout=self._timeout)
+                if self._create:
+                    conn.executescript(create_table_sql(self.table))
+            except sqlite3.Error as exc:
+                raise SinkError(f"sqlite error: {exc} ({self.path})", transient=_is_transient(exc)) from None
+            self._conn = conn
+        return self._conn
+
+    def write(self, rows: Sequence[Row]) -> None:
+        if not rows:
+            return
+        conn = self._connection()
+        params = [(*row[:10], iso_utc(row[10])) for row in rows]
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                conn.executemany(self._sql, params)
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+        except sqlite3.Error as exc:
+            raise SinkError(f"sqlite error: {exc} ({self.path})", transient=_is_transient(exc)) from None
+        self.statements += 1
+
+    def close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.close()
+
+    def abandon(self) -> None:
+        """Forget the connection in a forked child; the parent still owns it."""
+        self._conn = None
+
+
+def _is_transient(exc: sqlite3.Error) -> bool:
+    text = str(exc).lower()
+    return isinstance(exc, sqlite3.OperationalError) and ("locked" in text or "busy" in text
+                                                          or "unable to open" in text or "disk i/o" in text)

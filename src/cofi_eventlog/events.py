@@ -73,21 +73,22 @@ def clean_text(value: Any, argument: str, notes: list[Coercion], limit: int | No
         else:
             notes.append(Coercion(argument, f"expected str, got {type(value).__name__}", wrong_type=True))
             value = _safe_repr(value) if not isinstance(value, bytes) else _bytes_text(value)
-    if required and not value:
+    text: str = value
+    if required and not text:
         notes.append(Coercion(argument, "is empty"))
         return "unknown"
-    if not value.isascii():
+    if not text.isascii():
         try:
-            value.encode("utf-8")
+            text.encode("utf-8")
         except UnicodeEncodeError:
             notes.append(Coercion(argument, "lone surrogate replaced by U+FFFD"))
-            value = value.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+            text = text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
     limit = limit or LIMITS[argument]
-    if len(value) > limit:
-        notes.append(Coercion(argument, f"{len(value)} chars, truncated to {limit}"))
-        marker = TRUNCATED.format(len(value) - limit)
-        value = value[: limit - len(marker)] + marker
-    return value
+    if len(text) > limit:
+        notes.append(Coercion(argument, f"{len(text)} chars, truncated to {limit}"))
+        marker = TRUNCATED.format(len(text) - limit)
+        text = text[: limit - len(marker)] + marker
+    return text
 
 
 def clean_count(value: Any, argument: str, notes: list[Coercion]) -> int | None:

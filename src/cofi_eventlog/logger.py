@@ -12,8 +12,9 @@ import os
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from types import MethodType
-from typing import Any, Callable, ClassVar, Generic, TypeVar
+from typing import Any, ClassVar, Concatenate, Generic, ParamSpec, TypeVar
 
 from .engine import lifecycle
 from .engine.diagnostics import Warner
@@ -29,18 +30,19 @@ ON_FULL = ("spill", "block", "drop")
 
 _getpid = os.getpid
 _time_ns = time.time_ns
-F = TypeVar("F", bound=Callable[..., Any])
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
-class _either(Generic[F]):
+class _either(Generic[P, R]):
     """A method that, looked up on the class, is bound to the process-wide logger."""
 
-    def __init__(self, func: F) -> None:
+    def __init__(self, func: Callable[Concatenate[EventLogger, P], R]) -> None:
         self.func = func
         self.__doc__ = func.__doc__
 
-    def __get__(self, obj: Any, owner: type[EventLogger]) -> F:
-        return MethodType(self.func, obj if obj is not None else owner.default())  # type: ignore[return-value]
+    def __get__(self, obj: EventLogger | None, owner: type[EventLogger]) -> Callable[P, R]:
+        return MethodType(self.func, obj if obj is not None else owner.default())
 
 
 class EventLogger:
@@ -61,6 +63,7 @@ class EventLogger:
       max_spool_bytes spool size cap; events beyond it are dropped and counted (default 1 GiB)
       exit_timeout   seconds the exit hook may spend draining (default 5.0)
       timeout        database connect/read/write timeout in seconds (default 10.0)
+      on_connect     called with each new DB-API connection the writer opens (session settings, tracing)
     """
 
     _default: ClassVar[EventLogger | None] = None
@@ -70,7 +73,8 @@ class EventLogger:
                  flush_interval: float = 0.5, max_queue: int = 131072, strict: bool = False,
                  create_table: bool = True, durability: str = "memory", on_full: str = "spill",
                  block_timeout: float = 1.0, spool_dir: str | None = None, max_spool_bytes: int = 1 << 30,
-                 exit_timeout: float = 5.0, timeout: float = 10.0) -> None:
+                 exit_timeout: float = 5.0, timeout: float = 10.0,
+                 on_connect: Callable[[Any], None] | None = None) -> None:
         if not isinstance(table, str) or not is_identifier(table):
             raise ValueError(f"table must be a plain identifier (letters, digits, _), got {table!r}")
         _positive("batch_size", batch_size, int)
@@ -96,6 +100,7 @@ class EventLogger:
         self._max_spool_bytes = max_spool_bytes
         self._exit_timeout = exit_timeout
         self._timeout = timeout
+        self._on_connect = on_connect
         self._warn = Warner()
         self._seq = AtomicCounter()  # numbers every accepted call; its value is stats()['enqueued']
         self._caller_spilled = AtomicCounter()
@@ -138,50 +143,50 @@ class EventLogger:
 
     # -- events --------------------------------------------------------------------------------------
     @_either
-    def file_error(self, batch_id: Any, stage: str, file_name: str, error: Any, gpu_ip: str | None = None,
-                   *, payload: Any = None) -> None:
+    def file_error(self, batch_id: str | int, stage: str, file_name: str, error: str | BaseException,
+                   gpu_ip: str | None = None, *, payload: Any = None) -> None:
         """A file failed at a stage. ``error`` is text or an exception (its type and traceback are kept)."""
         self._emit(("error", batch_id, stage, file_name, error, gpu_ip, None, None, payload, None,
                     _time_ns(), self._seq.add()))
 
     @_either
-    def file_started(self, batch_id: Any, stage: str, file_name: str, gpu_ip: str | None = None, *,
+    def file_started(self, batch_id: str | int, stage: str, file_name: str, gpu_ip: str | None = None, *,
                      metadata: dict[str, Any] | None = None) -> None:
         self._emit(("file_start", batch_id, stage, file_name, None, gpu_ip, None, None, None, metadata,
                     _time_ns(), self._seq.add()))
 
     @_either
-    def file_completed(self, batch_id: Any, stage: str, file_name: str, gpu_ip: str | None = None, *,
+    def file_completed(self, batch_id: str | int, stage: str, file_name: str, gpu_ip: str | None = None, *,
                        metadata: dict[str, Any] | None = None) -> None:
         self._emit(("file_complete", batch_id, stage, file_name, None, gpu_ip, None, None, None, metadata,
                     _time_ns(), self._seq.add()))
 
     @_either
-    def progress(self, batch_id: Any, stage: str, processed: int, total: int, *, gpu_ip: str | None = None,
+    def progress(self, batch_id: str | int, stage: str, processed: int, total: int, *, gpu_ip: str | None = None,
                  metadata: dict[str, Any] | None = None) -> None:
         self._emit(("progress", batch_id, stage, None, None, gpu_ip, processed, total, None, metadata,
                     _time_ns(), self._seq.add()))
 
     @_either
-    def stage_started(self, batch_id: Any, stage: str, *, gpu_ip: str | None = None,
+    def stage_started(self, batch_id: str | int, stage: str, *, gpu_ip: str | None = None,
                       metadata: dict[str, Any] | None = None) -> None:
         self._emit(("stage_start", batch_id, stage, None, None, gpu_ip, None, None, None, metadata,
                     _time_ns(), self._seq.add()))
 
     @_either
-    def stage_completed(self, batch_id: Any, stage: str, *, gpu_ip: str | None = None,
+    def stage_completed(self, batch_id: str | int, stage: str, *, gpu_ip: str | None = None,
                         metadata: dict[str, Any] | None = None) -> None:
         self._emit(("stage_complete", batch_id, stage, None, None, gpu_ip, None, None, None, metadata,
                     _time_ns(), self._seq.add()))
 
     @_either
-    def batch_started(self, batch_id: Any, *, total_files: int | None = None,
+    def batch_started(self, batch_id: str | int, *, total_files: int | None = None,
                       metadata: dict[str, Any] | None = None) -> None:
         self._emit(("batch_start", batch_id, None, None, None, None, None, total_files, None, metadata,
                     _time_ns(), self._seq.add()))
 
     @_either
-    def batch_completed(self, batch_id: Any, *, metadata: dict[str, Any] | None = None) -> None:
+    def batch_completed(self, batch_id: str | int, *, metadata: dict[str, Any] | None = None) -> None:
         self._emit(("batch_complete", batch_id, None, None, None, None, None, None, None, metadata,
                     _time_ns(), self._seq.add()))
 
@@ -268,7 +273,8 @@ class EventLogger:
             if self._writer is None or self._writer_pid != _getpid():
                 if self._writer is not None:
                     self.after_fork_in_child()
-                sink = open_sink(self._dsn, self._table, create_table=self._create_table, timeout=self._timeout)
+                sink = open_sink(self._dsn, self._table, create_table=self._create_table, timeout=self._timeout,
+                                 on_connect=self._on_connect)
                 spool = Spool(self._spool_dir, max_bytes=self._max_spool_bytes)
                 writer = Writer(self._queue, sink, spool, EventIds(), batch_size=self._batch_size,
                                 flush_interval=self._flush_interval, journal=self._durability == "spool",
@@ -361,5 +367,5 @@ class EventLogger:
 
 
 def _positive(name: str, value: Any, kind: type | tuple[type, ...]) -> None:
-    if isinstance(value, bool) or not isinstance(value, kind) or value <= 0:
+    if isinstance(value, bool) or not isinstance(value, kind) or not value > 0:
         raise ValueError(f"{name} must be a positive number, got {value!r}")

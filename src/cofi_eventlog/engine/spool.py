@@ -17,8 +17,8 @@ import struct
 import threading
 import time
 import zlib
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, Iterator, Sequence
 
 import orjson
 
@@ -56,7 +56,7 @@ def decode(data: bytes) -> tuple[list[Row], int]:
         body = data[offset + HEADER.size: offset + HEADER.size + length]
         if len(body) < length or _crc(body) != crc:
             break
-        rows.extend((bytes.fromhex(r[0]), *r[1:]) for r in orjson.loads(body))  # type: ignore[misc]
+        rows.extend((bytes.fromhex(r[0]), *r[1:]) for r in orjson.loads(body))
         offset += HEADER.size + length
     return rows, len(data) - offset
 

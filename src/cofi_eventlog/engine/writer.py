@@ -13,7 +13,8 @@ import logging
 import threading
 import time
 from collections import deque
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from ..events import EventIds, Raw, normalize
 from ..sinks.base import Row, Sink, SinkError

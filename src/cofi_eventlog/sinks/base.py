@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Protocol, Sequence
+from collections.abc import Sequence
+from typing import Protocol
 
 # A row as the writer hands it to a sink. Text is already bounded and free of lone surrogates, and
 # metadata is JSON text, so sinks only quote and send.

@@ -8,8 +8,9 @@ before every statement.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
-from typing import Any, Sequence
+from typing import Any
 
 import pymysql
 
@@ -100,8 +101,9 @@ class MySQLSink:
     """Writes rows in statements capped by bytes, so each fits the server's max_allowed_packet."""
 
     def __init__(self, dsn: Dsn, table: str, *, create_table: bool = True, timeout: float = 10.0,
-                 max_statement_bytes: int = 4 << 20) -> None:
+                 max_statement_bytes: int = 4 << 20, on_connect: Callable[[Any], None] | None = None) -> None:
         self.dsn = dsn
+        self._on_connect = on_connect
         self.table = table
         self.statements = 0
         self._create = create_table
@@ -123,6 +125,8 @@ class MySQLSink:
                     packet = int(cur.fetchone()[0])
                     if self._create:
                         cur.execute(create_table_sql(self.table))
+                if self._on_connect is not None:
+                    self._on_connect(conn)
             except pymysql.MySQLError as exc:
                 conn.close()
                 raise classify(exc, self.dsn) from None

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import os
 import sqlite3
+from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
-from typing import Sequence
+from typing import Any
 
 from .base import COLUMNS, Row, SinkError
 
@@ -47,8 +48,10 @@ def iso_utc(micros: int) -> str:
 class SQLiteSink:
     """Writes each batch in one transaction; a busy database is a transient error."""
 
-    def __init__(self, path: str, table: str, *, create_table: bool = True, timeout: float = 10.0) -> None:
+    def __init__(self, path: str, table: str, *, create_table: bool = True, timeout: float = 10.0,
+                 on_connect: Callable[[Any], None] | None = None) -> None:
         self.path = path
+        self._on_connect = on_connect
         self.table = table
         self.statements = 0
         self._create = create_table
@@ -66,6 +69,8 @@ class SQLiteSink:
                 conn = connect(self.path, timeout=self._timeout)
                 if self._create:
                     conn.executescript(create_table_sql(self.table))
+                if self._on_connect is not None:
+                    self._on_connect(conn)
             except sqlite3.Error as exc:
                 raise SinkError(f"sqlite error: {exc} ({self.path})", transient=_is_transient(exc)) from None
             self._conn = conn

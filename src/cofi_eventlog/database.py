@@ -1,0 +1,112 @@
+"""A small DB-API wrapper for the tools: one connection, either dialect, ``%s`` placeholders.
+
+The tools (migrate, verify, report, simulate) speak SQL that both MariaDB and SQLite understand;
+this hides the two differences they meet: the placeholder style and identifier quoting.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Sequence
+from typing import Any
+
+from .sinks import mysql, sqlite
+from .sinks.base import is_identifier
+from .sinks.dsn import Dsn, parse_dsn
+
+DEFAULT_TABLE = "batchExecutionLog"
+
+
+def create_table_sql(dialect: str, table: str = DEFAULT_TABLE) -> str:
+    """The events table's DDL for 'mysql' or 'sqlite'."""
+    if not is_identifier(table):
+        raise ValueError(f"table must be a plain identifier, got {table!r}")
+    if dialect == "mysql":
+        return mysql.create_table_sql(table)
+    if dialect == "sqlite":
+        return sqlite.create_table_sql(table)
+    raise ValueError(f"unknown dialect {dialect!r}")
+
+
+class Database:
+    """One connection. ``sql`` uses ``%s`` placeholders and backtick-free names; see :meth:`name`."""
+
+    def __init__(self, dsn: str | Dsn, *, timeout: float = 30.0) -> None:
+        self.dsn = parse_dsn(dsn) if isinstance(dsn, str) else dsn
+        self.dialect = self.dsn.dialect
+        if self.dialect == "mysql":
+            self.conn: Any = mysql.connect(self.dsn, timeout=timeout, autocommit=True)
+        else:
+            self.conn = sqlite.connect(self.dsn.path, timeout=timeout)
+
+    def __repr__(self) -> str:
+        return f"Database({self.dsn.redacted()!r})"
+
+    def __enter__(self) -> Database:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def name(self, identifier: str) -> str:
+        """A quoted identifier; refuses anything but a plain one."""
+        if not is_identifier(identifier):
+            raise ValueError(f"not a plain identifier: {identifier!r}")
+        return f"`{identifier}`" if self.dialect == "mysql" else f'"{identifier}"'
+
+    def _sql(self, sql: str) -> str:
+        return sql if self.dialect == "mysql" else sql.replace("%s", "?")
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
+        """Run one statement; returns the affected row count."""
+        cur = self.conn.cursor()
+        try:
+            cur.execute(self._sql(sql), tuple(params))
+            return int(cur.rowcount)
+        finally:
+            cur.close()
+
+    def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> int:
+        cur = self.conn.cursor()
+        try:
+            cur.executemany(self._sql(sql), [tuple(r) for r in rows])
+            return int(cur.rowcount)
+        finally:
+            cur.close()
+
+    def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        cur = self.conn.cursor()
+        try:
+            cur.execute(self._sql(sql), tuple(params))
+            return list(cur.fetchall())
+        finally:
+            cur.close()
+
+    def scalar(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        rows = self.fetchall(sql, params)
+        return rows[0][0] if rows else None
+
+    def table_exists(self, table: str) -> bool:
+        if self.dialect == "mysql":
+            return bool(self.scalar("SELECT COUNT(*) FROM information_schema.tables "
+                                    "WHERE table_schema = DATABASE() AND table_name = %s", (table,)))
+        return bool(self.scalar("SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = %s", (table,)))
+
+    def columns(self, table: str) -> list[str]:
+        if self.dialect == "mysql":
+            rows = self.fetchall("SELECT column_name FROM information_schema.columns "
+                                 "WHERE table_schema = DATABASE() AND table_name = %s ORDER BY ordinal_position",
+                                 (table,))
+            return [r[0] for r in rows]
+        return [r[1] for r in self.fetchall(f"PRAGMA table_info({self.name(table)})")]
+
+    def create_events_table(self, table: str = DEFAULT_TABLE) -> None:
+        ddl = create_table_sql(self.dialect, table)
+        if self.dialect == "mysql":
+            self.execute(ddl)
+        else:
+            assert isinstance(self.conn, sqlite3.Connection)
+            self.conn.executescript(ddl)

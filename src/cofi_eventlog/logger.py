@@ -367,5 +367,6 @@ class EventLogger:
 
 
 def _positive(name: str, value: Any, kind: type | tuple[type, ...]) -> None:
-    if isinstance(value, bool) or not isinstance(value, kind) or not value > 0:
+    number: float = value if isinstance(value, kind) and not isinstance(value, bool) else 0
+    if not number > 0:
         raise ValueError(f"{name} must be a positive number, got {value!r}")

@@ -77,10 +77,10 @@ class EventLogger:
                  on_connect: Callable[[Any], None] | None = None) -> None:
         if not isinstance(table, str) or not is_identifier(table):
             raise ValueError(f"table must be a plain identifier (letters, digits, _), got {table!r}")
-        _positive("batch_size", batch_size, int)
-        _positive("max_queue", max_queue, int)
-        _positive("flush_interval", flush_interval, (int, float))
-        _positive("timeout", timeout, (int, float))
+        _positive("batch_size", batch_size, integer=True)
+        _positive("max_queue", max_queue, integer=True)
+        _positive("flush_interval", flush_interval)
+        _positive("timeout", timeout)
         if durability not in DURABILITY:
             raise ValueError(f"durability must be one of {DURABILITY}, got {durability!r}")
         if on_full not in ON_FULL:
@@ -366,7 +366,7 @@ class EventLogger:
         }
 
 
-def _positive(name: str, value: Any, kind: type | tuple[type, ...]) -> None:
-    number: float = value if isinstance(value, kind) and not isinstance(value, bool) else 0
-    if not number > 0:
+def _positive(name: str, value: object, *, integer: bool = False) -> None:
+    kinds = (int,) if integer else (int, float)
+    if isinstance(value, bool) or not isinstance(value, kinds) or not value > 0:
         raise ValueError(f"{name} must be a positive number, got {value!r}")

@@ -96,7 +96,7 @@ def clean_count(value: Any, argument: str, notes: list[Coercion]) -> int | None:
         return value
     try:
         number = int(value)
-        if number != value or not -(1 << 63) <= number < (1 << 63):
+        if (isinstance(value, float) and number != value) or not -(1 << 63) <= number < (1 << 63):
             raise ValueError
     except (TypeError, ValueError, OverflowError):
         notes.append(Coercion(argument, f"{_safe_repr(value)[:64]} is not a 64-bit integer; stored NULL",

@@ -17,8 +17,14 @@ import pymysql
 from .base import COLUMNS, Row, SinkError
 from .dsn import Dsn
 
-# errno → may succeed later. After 2006/2013 the connection is dead and is replaced, never pinged.
-TRANSIENT_ERRNOS = frozenset({0, 2002, 2003, 2006, 2013, 2055, 1040, 1053, 1205, 1213, 1290})
+# Errors caused by a row's content: no retry will help, so the writer isolates and dead-letters the row.
+# 4025 MariaDB JSON/CHECK constraint, 3819 MySQL CHECK, 3140 MySQL invalid JSON, 1366 bad string value,
+# 1406 data too long, 1264 out of range, 1048 NULL in NOT NULL, 1292 bad datetime, 1153 packet too large.
+ROW_ERRNOS = frozenset({1048, 1153, 1264, 1292, 1366, 1406, 3140, 3819, 4025})
+# Everything else is transient: the documented ones (2002, 2003, 2006, 2013, 2055, 1040, 1053, 1205, 1213,
+# 1290) and also configuration faults such as a wrong password (1045) or a missing table (1146), which a
+# person can fix. Their rows are spooled and retried, never dead-lettered for a fault that is not theirs.
+# After 2006/2013 the connection is dead and is replaced, never pinged.
 NO_BACKSLASH_ESCAPES = 512  # pymysql.constants.SERVER_STATUS.SERVER_STATUS_NO_BACKSLASH_ESCAPES
 
 _ESCAPES = {0: "\\0", ord("\\"): "\\\\", ord("\n"): "\\n", ord("\r"): "\\r", 26: "\\Z",
@@ -64,8 +70,7 @@ def classify(exc: BaseException, dsn: Dsn | None = None) -> SinkError:
     text = str(exc.args[1]) if len(exc.args) > 1 else type(exc).__name__
     if dsn is not None and dsn.password:
         text = text.replace(dsn.password, "***")
-    transient = code in TRANSIENT_ERRNOS or code is None
-    return SinkError(f"mysql error {code}: {text}{where}", transient=transient, code=code)
+    return SinkError(f"mysql error {code}: {text}{where}", transient=code not in ROW_ERRNOS, code=code)
 
 
 class _Quoter:

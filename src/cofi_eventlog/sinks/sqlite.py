@@ -104,6 +104,6 @@ class SQLiteSink:
 
 
 def _is_transient(exc: sqlite3.Error) -> bool:
-    text = str(exc).lower()
-    return isinstance(exc, sqlite3.OperationalError) and ("locked" in text or "busy" in text
-                                                          or "unable to open" in text or "disk i/o" in text)
+    """Only errors caused by a row's content are permanent; a locked, missing or full database is not."""
+    return not isinstance(exc, (sqlite3.IntegrityError, sqlite3.DataError, sqlite3.ProgrammingError,
+                                sqlite3.InterfaceError))

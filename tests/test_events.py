@@ -1,0 +1,151 @@
+"""Normalization: what a call becomes as a row, and how bad input is coerced (or refused in strict mode)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import orjson
+import pytest
+
+from cofi_eventlog.events import LIMITS, MAX_METADATA_BYTES, Coercion, EventIds, Raw, normalize
+
+
+def raw(**fields: Any) -> Raw:
+    base: dict[str, Any] = dict(etype="error", batch="b-1", stage="lid", file="a.wav", message="boom",
+                                gpu="10.0.0.12", processed=None, total=None, payload=None, metadata=None,
+                                ns=1_700_000_000_123_456_789, seq=7)
+    base.update(fields)
+    return tuple(base.values())  # type: ignore[return-value]
+
+
+def norm(**fields: Any) -> tuple[tuple[Any, ...], list[Coercion], dict[str, Any]]:
+    row, notes = normalize(raw(**fields), EventIds())
+    return row, notes, orjson.loads(row[9]) if row[9] else {}
+
+
+def test_plain_event_has_no_coercion_and_keeps_call_time() -> None:
+    row, notes, _meta = norm()
+    assert notes == []
+    assert row[1:9] == ("b-1", "lid", "error", "a.wav", "boom", "10.0.0.12", None, None)
+    assert row[9] is None
+    assert row[10] == 1_700_000_000_123_456  # microseconds of the call
+
+
+def test_event_ids_are_16_bytes_time_ordered_and_repeatable() -> None:
+    ids = EventIds()
+    a = ids.make(1_000, 1)
+    b = ids.make(2_000, 0)
+    assert len(a) == 16 and a < b
+    assert ids.make(1_000, 1) == a  # the same call normalized twice gets the same id
+    assert EventIds().make(1_000, 1) != a  # another logger or process draws another node
+
+
+def test_int_batch_id_is_stored_as_text() -> None:
+    row, notes, _ = norm(batch=42)
+    assert row[1] == "42" and notes == []
+
+
+@pytest.mark.parametrize("batch", [None, ""])
+def test_missing_batch_id_is_recorded_as_unknown_and_counted(batch: Any) -> None:
+    row, notes, meta = norm(batch=batch)
+    assert row[1] == "unknown"
+    assert [n.argument for n in notes] == ["batch_id"]
+    assert meta["coerced"] and "batch_id" in meta["coerced"][0]
+
+
+def test_exception_keeps_type_and_short_traceback() -> None:
+    try:
+        {}["missing"]
+    except KeyError as exc:
+        error = exc
+    row, notes, meta = norm(message=error)
+    assert row[5] == "'missing'"
+    assert meta["error_type"] == "KeyError"
+    assert "test_exception_keeps_type_and_short_traceback" in meta["traceback"]
+    assert notes == []
+
+
+def test_exception_with_empty_text_uses_its_type_name() -> None:
+    row, _, meta = norm(message=TimeoutError())
+    assert row[5] == "TimeoutError"
+    assert meta["error_type"] == "TimeoutError"
+
+
+def test_payload_is_stored_under_payload_key() -> None:
+    _, notes, meta = norm(payload={"lang": "de", "scores": [0.5, 1], "none": None})
+    assert notes == []
+    assert meta == {"payload": {"lang": "de", "scores": [0.5, 1], "none": None}}
+
+
+class Opaque:
+    def __repr__(self) -> str:
+        return "<Opaque thing>"
+
+
+class BrokenRepr:
+    def __repr__(self) -> str:
+        raise RuntimeError("no")
+
+
+def test_non_json_payload_is_coerced_and_every_change_noted() -> None:
+    cyclic: dict[str, Any] = {"name": "x"}
+    cyclic["self"] = cyclic
+    payload = {"nan": math.nan, "inf": -math.inf, "raw": b"\xff\x00", "text": b"ok", "set": {3, 1},
+               "obj": Opaque(), "broken": BrokenRepr(), 5: "int key", "cycle": cyclic, "big": 1 << 80}
+    _row, notes, meta = norm(payload=payload)
+    got = meta["payload"]
+    assert got["nan"] == "nan" and got["inf"] == "-inf"
+    assert got["raw"] == "hex:ff00" and got["text"] == "ok"
+    assert got["set"] == [1, 3]
+    assert got["obj"] == "<Opaque thing>"
+    assert "failing repr" in got["broken"]
+    assert got["5"] == "int key"
+    assert got["cycle"]["self"] == "…[cycle]"
+    assert got["big"] == str(1 << 80)
+    assert len(notes) == len(meta["coerced"]) >= 10
+
+
+def test_lone_surrogate_is_replaced_and_counted() -> None:
+    row, notes, _ = norm(message="a\ud800b", file="f\udfff.wav")
+    assert row[5] == "a\ufffdb" and row[4] == "f\ufffd.wav"
+    assert {n.argument for n in notes} == {"message", "file_name"}
+
+
+def test_ten_megabyte_message_is_bounded_with_a_visible_marker() -> None:
+    row, notes, meta = norm(message="x" * 10_000_000)
+    assert len(row[5]) == LIMITS["message"]
+    assert row[5].endswith(f"…[truncated {10_000_000 - LIMITS['message']} chars]")
+    assert notes[0].argument == "message"
+    assert "truncated" in meta["coerced"][0]
+
+
+def test_huge_payload_is_bounded() -> None:
+    row, _notes, meta = norm(payload={"blob": "y" * (3 * MAX_METADATA_BYTES)})
+    assert len(row[9].encode()) <= MAX_METADATA_BYTES + 4096
+    assert "truncated" in meta
+    assert any("truncated" in c for c in meta["coerced"])
+
+
+def test_counts_are_checked() -> None:
+    row, notes, _ = norm(etype="progress", processed="12", total=3.5)
+    assert row[7] == 12 and row[8] is None
+    assert [n.argument for n in notes] == ["processed", "total"]
+
+
+@pytest.mark.parametrize(("field", "value", "error", "argument"), [
+    ("batch", None, ValueError, "batch_id"),
+    ("batch", 3.5, TypeError, "batch_id"),
+    ("stage", ["lid"], TypeError, "stage"),
+    ("message", "a\ud800", ValueError, "message"),
+    ("message", "m" * 70_000, ValueError, "message"),
+    ("payload", {"x": math.nan}, ValueError, "metadata.payload.x"),
+    ("payload", {"x": object()}, ValueError, "metadata.payload.x"),
+    ("processed", "many", TypeError, "processed"),
+])
+def test_strict_mode_names_the_bad_argument(field: str, value: Any, error: type[Exception], argument: str) -> None:
+    _, notes, _ = norm(**{field: value})
+    assert notes, "the bad input must be noticed"
+    raised = notes[0].as_error()
+    assert isinstance(raised, error)
+    assert str(raised).startswith(argument)

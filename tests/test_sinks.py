@@ -1,0 +1,147 @@
+"""Sinks against the real databases: quoting as safe as the driver's, statement caps, errors, secrets."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import rows_of
+
+from cofi_eventlog import EventLogger, SinkError
+from cofi_eventlog.database import Database
+from cofi_eventlog.events import EventIds, normalize
+from cofi_eventlog.sinks import MySQLSink, SQLiteSink, parse_dsn
+from cofi_eventlog.sinks.mysql import NO_BACKSLASH_ESCAPES
+
+HOSTILE = [
+    "'); DROP TABLE batchExecutionLog; --",
+    "\\'", "\\", "\\\\'", "'", "''", '"', "\x00", "\x1a", "\n\r\t", "\\0\\n", "%s %(x)s {0}",
+    "`backtick`", "é ü ß 漢字 😀 \u202e", "a\\", "x'||(SELECT 1)||'",
+]
+
+
+def _row(i: int, text: str) -> tuple[Any, ...]:
+    raw = ("error", f"b{i}", "lid", text, text, text, None, None, {"t": text}, None, 1_700_000_000_000_000_000 + i, i)
+    return normalize(raw, EventIds())[0]
+
+
+def _log_hostile(dsn: str, table: str, spool_dir: str, on_connect: Any = None) -> None:
+    with EventLogger(dsn, table=table, spool_dir=spool_dir, on_connect=on_connect) as log:
+        for i, text in enumerate(HOSTILE):
+            log.file_error(f"b{i}", "lid", text, text, text, payload={"t": text})
+        assert log.flush(10)
+
+
+def _check_hostile(dsn: str, table: str) -> None:
+    rows = rows_of(dsn, table)
+    got = {r["batchId"]: r for r in rows}
+    assert len(rows) == len(HOSTILE)
+    for i, text in enumerate(HOSTILE):
+        row = got[f"b{i}"]
+        assert (row["fileName"], row["message"], row["gpuIp"]) == (text, text, text)
+
+
+def test_hostile_text_round_trips_in_both_backends(backend: tuple[str, str], spool_dir: str) -> None:
+    dsn, table = backend
+    _log_hostile(dsn, table, spool_dir)
+    _check_hostile(dsn, table)
+
+
+def test_hostile_text_round_trips_under_no_backslash_escapes(mysql_dsn: str, mysql_table: str,
+                                                           spool_dir: str) -> None:
+    """The server's quoting mode flips how a backslash is read; the statement builder follows it."""
+    seen: list[bool] = []
+
+    def no_backslash(conn: Any) -> None:
+        with conn.cursor() as cur:
+            cur.execute("SET SESSION sql_mode = CONCAT(@@sql_mode, ',NO_BACKSLASH_ESCAPES')")
+        seen.append(bool(conn.server_status & NO_BACKSLASH_ESCAPES))
+
+    _log_hostile(mysql_dsn, mysql_table, spool_dir, on_connect=no_backslash)
+    assert seen == [True]
+    _check_hostile(mysql_dsn, mysql_table)
+    with Database(mysql_dsn) as db:  # nothing else was created or dropped by the hostile text
+        assert db.table_exists(mysql_table)
+
+
+def test_statements_are_capped_by_bytes(mysql_dsn: str, mysql_table: str) -> None:
+    sink = MySQLSink(parse_dsn(mysql_dsn), mysql_table, max_statement_bytes=20_000)
+    rows = [_row(i, f"file-{i}-" + "z" * 100) for i in range(1000)]
+    statements = sink.statements_for(rows)
+    assert len(statements) > 10
+    assert all(len(s) <= 20_000 for s in statements)
+    sink.write(rows)
+    sink.close()
+    assert sink.statements == len(statements)
+    assert len(rows_of(mysql_dsn, mysql_table)) == 1000
+
+
+def test_a_row_over_the_cap_is_a_permanent_error(mysql_dsn: str, mysql_table: str) -> None:
+    sink = MySQLSink(parse_dsn(mysql_dsn), mysql_table, max_statement_bytes=2_000)
+    with pytest.raises(SinkError) as info:
+        sink.write([_row(1, "w" * 5_000)])
+    sink.close()
+    assert info.value.transient is False and info.value.code == 1153
+
+
+def test_rewriting_the_same_rows_is_harmless(backend: tuple[str, str]) -> None:
+    """The eventId key plus INSERT IGNORE is what makes a retried batch safe."""
+    dsn, table = backend
+    parsed = parse_dsn(dsn)
+    sink = SQLiteSink(parsed.path, table) if parsed.dialect == "sqlite" else MySQLSink(parsed, table)
+    rows = [_row(i, "same") for i in range(50)]
+    sink.write(rows)
+    sink.write(rows)
+    sink.write(rows[10:20])
+    sink.close()
+    assert len(rows_of(dsn, table)) == 50
+
+
+def test_wrong_password_never_shows_the_password(mysql_dsn: str, table_name: str, spool_dir: str) -> None:
+    parsed = parse_dsn(mysql_dsn)
+    secret = "s3cr3t-Pa55"
+    dsn = f"mysql://nobody_here:{secret}@{parsed.host}:{parsed.port}/{parsed.database}"
+    sink = MySQLSink(parse_dsn(dsn), table_name, timeout=3)
+    with pytest.raises(SinkError) as info:
+        sink.write([_row(1, "x")])
+    assert info.value.transient  # a configuration fault: spool and retry, never dead-letter
+    assert secret not in str(info.value) and "***" in str(info.value)
+    log = EventLogger(dsn, table=table_name, spool_dir=spool_dir, timeout=3)
+    log.file_error("b", "lid", "f.wav", "e")
+    assert log.flush(10) is False
+    stats = log.stats()
+    log.close(timeout=5)
+    assert secret not in repr(log) and secret not in repr(stats) and secret not in repr(parse_dsn(dsn))
+    assert stats["last_error"] and "1045" in stats["last_error"]
+    assert stats["spilled"] == 1 and stats["dropped"] == 0
+
+
+def test_sqlite_uses_wal(tmp_path: Path) -> None:
+    path = tmp_path / "wal.db"
+    sink = SQLiteSink(str(path), "batchExecutionLog")
+    sink.write([_row(1, "x")])
+    sink.close()
+    assert sqlite3.connect(path).execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+@pytest.mark.parametrize(("url", "expected"), [
+    ("sqlite:///events.db", ("sqlite", "events.db")),
+    ("sqlite:////var/tmp/e.db", ("sqlite", "/var/tmp/e.db")),
+    ("mysql://u:p%40ss@db.example:3307/logs", ("mysql", "db.example", 3307, "u", "p@ss", "logs")),
+    ("mariadb://u@h/d", ("mysql", "h", 3306, "u", "", "d")),
+])
+def test_dsn_parsing(url: str, expected: tuple[Any, ...]) -> None:
+    dsn = parse_dsn(url)
+    if dsn.dialect == "sqlite":
+        assert (dsn.dialect, dsn.path) == expected
+    else:
+        assert (dsn.dialect, dsn.host, dsn.port, dsn.user, dsn.password, dsn.database) == expected
+        assert "p@ss" not in repr(dsn) and "p@ss" not in str(dsn)
+
+
+@pytest.mark.parametrize("url", ["postgres://x/y", "events.db", "mysql://h:port/d", "mysql://h:3306/", "sqlite://"])
+def test_bad_dsn_is_a_clear_error(url: str) -> None:
+    with pytest.raises(ValueError):
+        parse_dsn(url)

@@ -1,0 +1,50 @@
+"""Copy every legacy row into the events table, a chunk at a time, exactly once across re-runs
+(the eventId is derived from the legacy id, and duplicates are ignored by the primary key)."""
+
+from __future__ import annotations
+
+from ...database import Database
+from ...sinks import COLUMNS
+from .mapping import RowMapper
+from .progress import Progress
+from .source import LegacyTable, rows_by_id
+
+
+def column_limits(db: Database, table: str) -> dict[str, tuple[int, int]]:
+    """Text column → (characters, bytes) it holds. MySQL's INSERT IGNORE would truncate an overlong value
+    with only a warning, so values are checked against these before they are sent."""
+    if db.dialect != "mysql":
+        return {}
+    rows = db.fetchall("SELECT column_name, character_maximum_length, character_octet_length "
+                       "FROM information_schema.columns WHERE table_schema = DATABASE() AND table_name = %s "
+                       "AND character_maximum_length IS NOT NULL", (table,))
+    return {name: (int(chars), int(octets)) for name, chars, octets in rows}
+
+
+def insert_sql(db: Database, table: str) -> str:
+    verb = "INSERT IGNORE INTO" if db.dialect == "mysql" else "INSERT OR IGNORE INTO"
+    columns = ", ".join(db.name(c) for c in COLUMNS)
+    return f"{verb} {db.name(table)} ({columns}) VALUES ({', '.join(['%s'] * len(COLUMNS))})"
+
+
+def backfill(db: Database, legacy: LegacyTable, target: str, mapper: RowMapper, *, chunk: int,
+             progress: Progress) -> int:
+    """Returns how many rows were new. Each chunk is one transaction on SQLite; on MySQL each multi-row
+    statement commits on its own, and a re-run after an interruption skips what landed."""
+    sql = insert_sql(db, target)
+    inserted = 0
+    for page in rows_by_id(db, legacy.name, legacy.columns, chunk):
+        rows = [mapper.map(dict(zip(legacy.columns, r, strict=True))) for r in page]
+        if db.dialect == "sqlite":
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                inserted += db.executemany(sql, rows)
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+        else:
+            inserted += db.executemany(sql, rows)
+        progress.advance(len(page))
+    progress.finish()
+    return inserted

@@ -1,0 +1,95 @@
+"""`cofi-eventlog init-db`: create the events table, or upgrade an older one in place."""
+
+from __future__ import annotations
+
+import pytest
+from conftest import count_of, rows_of
+
+from cofi_eventlog import EventLogger
+from cofi_eventlog.cli import main
+from cofi_eventlog.database import Database, create_table_sql
+from cofi_eventlog.sinks import COLUMNS
+from cofi_eventlog.tools.init_db import existing_indexes, upgrade_steps, wanted_columns, wanted_indexes
+
+# the shape an earlier logger gave batchExecutionLog: an auto-increment key, no eventId, no counts
+OLD_SHAPE = {
+    "mysql": "CREATE TABLE `{t}` (id BIGINT NOT NULL AUTO_INCREMENT PRIMARY KEY, batchId VARCHAR(128) NOT NULL, "
+             "stage VARCHAR(64), eventType VARCHAR(32) NOT NULL, fileName VARCHAR(1024), message TEXT, "
+             "gpuIp VARCHAR(64), metadata JSON, createdAt DATETIME(6) NOT NULL)",
+    "sqlite": 'CREATE TABLE "{t}" (id INTEGER PRIMARY KEY, batchId TEXT NOT NULL, stage TEXT, eventType TEXT NOT NULL, '
+              "fileName TEXT, message TEXT, gpuIp TEXT, metadata TEXT, createdAt TEXT NOT NULL)",
+}
+
+
+@pytest.mark.parametrize("dialect", ["mysql", "sqlite"])
+def test_the_wanted_shape_is_read_from_the_library_ddl(dialect: str) -> None:
+    assert tuple(wanted_columns(dialect, "t")) == COLUMNS
+    assert sorted(wanted_indexes(dialect, "t").values()) == [("batchId", "createdAt"),
+                                                              ("batchId", "eventType", "createdAt")]
+
+
+def test_print_sql_without_a_database(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["init-db", "--print-sql"]) == 0
+    assert capsys.readouterr().out.strip() == create_table_sql("mysql") + ";"
+    assert main(["init-db", "--print-sql", "--dialect", "sqlite", "--table", "ev"]) == 0
+    assert capsys.readouterr().out.strip() == create_table_sql("sqlite", "ev") + ";"
+    assert main(["init-db"]) == 2
+
+
+def test_creates_a_missing_table(backend: tuple[str, str], capsys: pytest.CaptureFixture[str]) -> None:
+    dsn, table = backend
+    assert main(["init-db", "--dsn", dsn, "--table", table, "--print-sql"]) == 0
+    assert "CREATE TABLE" in capsys.readouterr().out
+    with Database(dsn) as db:
+        assert not db.table_exists(table)
+    assert main(["init-db", "--dsn", dsn, "--table", table]) == 0
+    assert f"created {table}" in capsys.readouterr().out
+    with Database(dsn) as db:
+        assert db.columns(table) == list(COLUMNS)
+        assert upgrade_steps(db, table) == []
+    assert main(["init-db", "--dsn", dsn, "--table", table]) == 0
+    assert "up to date" in capsys.readouterr().out
+
+
+def test_upgrades_an_older_table_in_place(backend: tuple[str, str], capsys: pytest.CaptureFixture[str]) -> None:
+    dsn, table = backend
+    with Database(dsn) as db:
+        db.execute(OLD_SHAPE[db.dialect].format(t=table))
+        db.execute(f"INSERT INTO {db.name(table)} (batchId, stage, eventType, fileName, createdAt) "
+                   "VALUES ('old', 'lid', 'error', 'a.wav', '2024-01-01 00:00:00.000000')")
+
+    assert main(["init-db", "--dsn", dsn, "--table", table, "--print-sql"]) == 0
+    planned = capsys.readouterr().out
+    assert "ADD COLUMN" in planned and "eventId" in planned and "UNIQUE INDEX" in planned
+    with Database(dsn) as db:
+        assert "eventId" not in db.columns(table)
+
+    assert main(["init-db", "--dsn", dsn, "--table", table]) == 0
+    out = capsys.readouterr().out
+    for column in ("eventId", "processed", "total"):
+        assert f"add column {column}" in out
+    with Database(dsn) as db:
+        assert set(COLUMNS) <= set(db.columns(table))
+        indexes = existing_indexes(db, table)
+        assert (("eventId",), True) in indexes
+        assert any(cols[:3] == ("batchId", "eventType", "createdAt") for cols, _ in indexes)
+        assert upgrade_steps(db, table) == []
+
+    with EventLogger(dsn, table=table, create_table=False) as log:  # the logger writes into the upgraded table
+        log.file_error("new", "lid", "b.wav", "boom")
+        log.progress("new", "lid", 1, 2)
+        assert log.flush(10)
+    rows = rows_of(dsn, table, "WHERE batchId = %s", ("new",))
+    assert {r["eventType"] for r in rows} == {"error", "progress"}
+    assert count_of(dsn, table) == 3
+    assert main(["init-db", "--dsn", dsn, "--table", table]) == 0
+    assert "up to date" in capsys.readouterr().out
+
+
+def test_a_column_the_logger_cannot_fill_is_reported(backend: tuple[str, str],
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    dsn, table = backend
+    with Database(dsn) as db:
+        db.execute(OLD_SHAPE[db.dialect].format(t=table).replace("metadata", "owner VARCHAR(20) NOT NULL, metadata"))
+    assert main(["init-db", "--dsn", dsn, "--table", table]) == 1
+    assert "owner" in capsys.readouterr().err

@@ -1,0 +1,157 @@
+"""Running one shape: start the worker processes together, follow their progress, then ask the
+database what arrived."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import queue
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from ...database import Database
+from .counting import Tally, server_status
+from .output import ProgressBar
+from .pipeline import Job, Plan, WorkerResult, work
+
+START_TIMEOUT = 120.0  # seconds for the worker processes to start and meet
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where a run writes."""
+
+    dsn: str
+    dialect: str
+    table: str
+    legacy_table: str
+    spool_dir: str | None = None
+
+
+@dataclass
+class ShapeResult:
+    shape: str
+    batch_id: str
+    workers: int
+    events: int
+    rows_expected: int
+    rows_found: int
+    wall_seconds: float
+    caller_seconds: float
+    tally: Tally
+    server_wide: dict[str, int] | None = None  # MySQL: SHOW GLOBAL STATUS deltas over the run
+    flushed: bool = True
+    writer: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def lost(self) -> int:
+        return self.rows_expected - self.rows_found
+
+    def as_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "events": self.events,
+            "rows_inserted": self.tally.rows,
+            "insert_statements": self.tally.statements,
+            "wall_seconds": round(self.wall_seconds, 4),
+            "caller_seconds": round(self.caller_seconds, 4),
+            "lost": self.lost,
+            "rows_expected": self.rows_expected,
+            "rows_found": self.rows_found,
+            "batch_id": self.batch_id,
+            "workers": self.workers,
+        }
+        if self.server_wide is None:
+            out["transactions"] = self.tally.transactions
+        else:
+            out["server_wide"] = self.server_wide
+        if self.tally.unread:
+            out["connections_not_counted"] = self.tally.unread
+        if self.writer:
+            out["writer"] = self.writer
+            out["flushed"] = self.flushed
+        return out
+
+
+def new_batch_id(shape: str) -> str:
+    """Unique per run, so reruns on the same database are told apart (processing_logs allows 64 chars)."""
+    return f"sim-{shape}-{time.strftime('%Y%m%dT%H%M%S')}-{os.urandom(4).hex()}"
+
+
+def run_shape(shape: str, target: Target, plan: Plan, workers: int, bar: ProgressBar) -> ShapeResult:
+    batch_id = new_batch_id(shape)
+    jobs = [Job(shape, target.dsn, target.dialect, target.table, target.legacy_table, batch_id, plan, w, workers,
+                target.spool_dir) for w in range(workers)]
+    with Database(target.dsn) as db:
+        before = server_status(db) if target.dialect == "mysql" else None
+        bar.start(shape, plan.events())
+        results = launch(jobs, bar)
+        after = server_status(db) if target.dialect == "mysql" else None
+        found = count_rows(db, target, shape, batch_id)
+    events = sum(r.events for r in results)
+    result = ShapeResult(
+        shape, batch_id, workers, events,
+        rows_expected=events * (2 if shape == "legacy" else 1),
+        rows_found=found,
+        wall_seconds=max(r.durable for r in results) - min(r.started for r in results),
+        caller_seconds=sum(r.caller_seconds for r in results),
+        tally=sum((r.tally for r in results), Tally()),
+        server_wide={k: after[k] - before[k] for k in before} if before is not None and after is not None else None,
+        flushed=all(r.flushed for r in results),
+        writer=_summed([r.writer for r in results]),
+    )
+    bar.finish(f"{shape}: {events:,} events in {result.wall_seconds:.2f} s, {result.lost:,} lost")
+    return result
+
+
+def launch(jobs: list[Job], bar: ProgressBar) -> list[WorkerResult]:
+    """Run each job in its own process; they begin together, once all have started."""
+    ctx = multiprocessing.get_context("spawn")
+    progress = ctx.Array("q", len(jobs), lock=False)
+    barrier = ctx.Barrier(len(jobs) + 1)
+    results: Any = ctx.Queue()
+    procs = [ctx.Process(target=work, args=(job, progress, barrier, results), name=f"simulate-{job.shape}-{job.worker}")
+             for job in jobs]
+    for proc in procs:
+        proc.start()
+    collected: list[WorkerResult] = []
+    try:
+        barrier.wait(START_TIMEOUT)
+        while len(collected) < len(procs):
+            try:
+                collected.append(results.get(timeout=0.1))
+            except queue.Empty:
+                if all(p.exitcode is not None for p in procs) and results.empty():
+                    codes = [p.exitcode for p in procs]
+                    raise RuntimeError(f"a simulate worker exited without a result (exit codes {codes})") from None
+            bar.show(sum(progress))
+    finally:
+        for proc in procs:
+            proc.join(timeout=5 if len(collected) == len(procs) else 0.1)
+            if proc.is_alive():
+                proc.terminate()
+                proc.join()
+    errors = [r.error for r in collected if r.error]
+    if errors:
+        raise RuntimeError("a simulate worker failed:\n" + errors[0])
+    return sorted(collected, key=lambda r: r.worker)
+
+
+def count_rows(db: Database, target: Target, shape: str, batch_id: str) -> int:
+    """Rows of this run's batch id in the tables its shape writes."""
+    found = int(db.scalar(f"SELECT COUNT(*) FROM {db.name(target.table)} WHERE batchId = %s", (batch_id,)))
+    if shape == "legacy":
+        found += int(db.scalar(f"SELECT COUNT(*) FROM {db.name(target.legacy_table)} WHERE batch_id = %s",
+                               (batch_id,)))
+    return found
+
+
+def _summed(counters: list[dict[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for counter in counters:
+        for key, value in counter.items():
+            if isinstance(value, int):
+                out[key] = out.get(key, 0) + value
+            elif value is not None:
+                out[key] = value
+    return out

@@ -229,7 +229,7 @@ def test_chunks_and_progress_bar(names: Names, capsys: pytest.CaptureFixture[str
     make_legacy(names, legacy_rows(50))
     code, out, err = run(capsys, names.args("--chunk-size", "7"))
     assert code == 0, out
-    assert f"backfill {names.source} [" in err and "50/50 100%" in err
+    assert f"backfill {names.source} [" in err and "100% 50/50" in err
     assert count_of(names.dsn, names.target) == 50
 
 

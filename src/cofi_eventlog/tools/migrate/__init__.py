@@ -15,11 +15,11 @@ from typing import Any
 
 from ...database import DEFAULT_TABLE, Database
 from ...sinks import COLUMNS, EVENT_TYPES, SinkError, parse_dsn
+from ..progress import Progress
 from . import backup as backups
 from .backfill import backfill, column_limits
 from .checks import check_batches, migrated_count, render
 from .mapping import STATUS_EVENTS, MigrationError, RowMapper
-from .progress import Progress
 from .source import LegacyTable, distinct_statuses, inspect, row_count
 
 

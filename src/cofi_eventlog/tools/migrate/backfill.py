@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from ...database import Database
 from ...sinks import COLUMNS
+from ..progress import Progress
 from .mapping import RowMapper
-from .progress import Progress
 from .source import LegacyTable, rows_by_id
 
 

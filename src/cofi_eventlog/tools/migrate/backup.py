@@ -10,7 +10,7 @@ import hashlib
 from dataclasses import dataclass
 
 from ...database import Database
-from .progress import Progress
+from ..progress import Progress
 from .source import row_count, rows_by_id
 
 

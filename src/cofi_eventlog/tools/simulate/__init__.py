@@ -18,7 +18,7 @@ from typing import Any
 from ... import SinkError
 from ...database import DEFAULT_TABLE, Database
 from .legacy import LEGACY_TABLE, processing_logs_ddl
-from .output import ProgressBar, as_json, notes, table, wrapped
+from .output import as_json, notes, table, wrapped
 from .pipeline import SHAPES, STAGES, Plan
 from .runner import ShapeResult, Target, run_shape
 
@@ -68,9 +68,8 @@ def run(args: argparse.Namespace) -> int:
         target, shown = prepare(dsn, args.table, args.legacy_table, legacy="legacy" in shapes,
                                 spool_dir=os.path.join(temp, "spool") if temp else None)
         plan = Plan.make(args.files, args.failure_rate)
-        bar = ProgressBar()
         for shape in shapes:
-            results[shape] = run_shape(shape, target, plan, args.workers, bar)
+            results[shape] = run_shape(shape, target, plan, args.workers)
     except (SinkError, ValueError, RuntimeError) as exc:
         print(f"cofi-eventlog simulate: {exc}", file=sys.stderr)
         return 2

@@ -1,48 +1,13 @@
-"""What simulate prints: a progress bar on stderr, and the results as a table or as JSON on stdout."""
+"""What simulate prints on stdout: the results as a table or as JSON."""
 
 from __future__ import annotations
 
 import json
-import sys
 import textwrap
-import time
-from typing import IO, TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .runner import ShapeResult
-
-
-class ProgressBar:
-    """One line on a terminal, redrawn at most ten times a second; elsewhere only the summary lines."""
-
-    def __init__(self, stream: IO[str] | None = None, width: int = 30) -> None:
-        self.stream = stream if stream is not None else sys.stderr
-        self.live = self.stream.isatty()
-        self.width = width
-        self._label = ""
-        self._total = 1
-        self._started = 0.0
-        self._drawn = 0.0
-
-    def start(self, label: str, total: int) -> None:
-        self._label, self._total, self._started, self._drawn = label, max(total, 1), time.monotonic(), 0.0
-        self.show(0)
-
-    def show(self, done: int) -> None:
-        now = time.monotonic()
-        if not self.live or now - self._drawn < 0.1:
-            return
-        self._drawn = now
-        share = min(done / self._total, 1.0)
-        filled = int(share * self.width)
-        state = "writing" if done >= self._total else "logging"
-        self.stream.write(f"\r{self._label:<9}[{'#' * filled}{'.' * (self.width - filled)}] {share:4.0%} "
-                          f"{done:,}/{self._total:,} events {now - self._started:6.1f} s {state}\x1b[K")
-        self.stream.flush()
-
-    def finish(self, summary: str) -> None:
-        self.stream.write(("\r\x1b[K" if self.live else "") + summary + "\n")
-        self.stream.flush()
 
 
 def wrapped(paragraphs: list[str], width: int = 100) -> str:

@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ...database import Database
+from ..progress import Progress
 from .counting import Tally, server_status
-from .output import ProgressBar
 from .pipeline import Job, Plan, WorkerResult, work
 
 START_TIMEOUT = 120.0  # seconds for the worker processes to start and meet
@@ -78,13 +78,13 @@ def new_batch_id(shape: str) -> str:
     return f"sim-{shape}-{time.strftime('%Y%m%dT%H%M%S')}-{os.urandom(4).hex()}"
 
 
-def run_shape(shape: str, target: Target, plan: Plan, workers: int, bar: ProgressBar) -> ShapeResult:
+def run_shape(shape: str, target: Target, plan: Plan, workers: int) -> ShapeResult:
     batch_id = new_batch_id(shape)
     jobs = [Job(shape, target.dsn, target.dialect, target.table, target.legacy_table, batch_id, plan, w, workers,
                 target.spool_dir) for w in range(workers)]
     with Database(target.dsn) as db:
         before = server_status(db) if target.dialect == "mysql" else None
-        bar.start(shape, plan.events())
+        bar = Progress(f"{shape:<9}", plan.events(), unit="events")
         results = launch(jobs, bar)
         after = server_status(db) if target.dialect == "mysql" else None
         found = count_rows(db, target, shape, batch_id)
@@ -104,7 +104,7 @@ def run_shape(shape: str, target: Target, plan: Plan, workers: int, bar: Progres
     return result
 
 
-def launch(jobs: list[Job], bar: ProgressBar) -> list[WorkerResult]:
+def launch(jobs: list[Job], bar: Progress) -> list[WorkerResult]:
     """Run each job in its own process; they begin together, once all have started."""
     ctx = multiprocessing.get_context("spawn")
     progress = ctx.Array("q", len(jobs), lock=False)
@@ -124,7 +124,7 @@ def launch(jobs: list[Job], bar: ProgressBar) -> list[WorkerResult]:
                 if all(p.exitcode is not None for p in procs) and results.empty():
                     codes = [p.exitcode for p in procs]
                     raise RuntimeError(f"a simulate worker exited without a result (exit codes {codes})") from None
-            bar.show(sum(progress))
+            bar.update(sum(progress))
     finally:
         for proc in procs:
             proc.join(timeout=5 if len(collected) == len(procs) else 0.1)

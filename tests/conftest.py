@@ -94,3 +94,20 @@ def rows_of(dsn: str, table: str, where: str = "", params: tuple[object, ...] = 
 def count_of(dsn: str, table: str) -> int:
     with Database(dsn) as db:
         return int(db.scalar(f"SELECT COUNT(*) FROM {db.name(table)}"))
+
+
+@pytest.fixture
+def fault_proxy(mysql_dsn: str) -> Iterator[object]:
+    """A FaultProxy (tests/faultproxy.py) in front of the test MariaDB; ``proxy.dsn`` goes through it."""
+    from faultproxy import FaultProxy
+
+    with FaultProxy(mysql_dsn) as proxy:
+        yield proxy
+
+
+def landed(dsn: str, table: str, where: str = "", params: tuple[object, ...] = ()) -> tuple[int, int, int]:
+    """(rows, distinct eventIds, distinct fileNames): exactly-once means all three agree."""
+    with Database(dsn) as db:
+        row = db.fetchall(f"SELECT COUNT(*), COUNT(DISTINCT eventId), COUNT(DISTINCT fileName) "
+                          f"FROM {db.name(table)} {where}", params)[0]
+        return int(row[0]), int(row[1]), int(row[2])

@@ -87,7 +87,7 @@ def test_a_row_over_the_cap_is_a_permanent_error(mysql_dsn: str, mysql_table: st
 
 
 def test_rewriting_the_same_rows_is_harmless(backend: tuple[str, str]) -> None:
-    """The eventId key plus INSERT IGNORE is what makes a retried batch safe."""
+    """The eventId key, with duplicates skipped, is what makes a retried batch safe."""
     dsn, table = backend
     parsed = parse_dsn(dsn)
     sink = SQLiteSink(parsed.path, table) if parsed.dialect == "sqlite" else MySQLSink(parsed, table)

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from .sinks import mysql, sqlite
-from .sinks.base import is_identifier
+from .sinks.base import COLUMNS, is_identifier, skip_duplicates
 from .sinks.dsn import Dsn, parse_dsn
 
 DEFAULT_TABLE = "batchExecutionLog"
@@ -102,6 +102,12 @@ class Database:
                                  (table,))
             return [r[0] for r in rows]
         return [r[1] for r in self.fetchall(f"PRAGMA table_info({self.name(table)})")]
+
+    def insert_events_sql(self, table: str = DEFAULT_TABLE) -> str:
+        """An INSERT of every event column (``%s`` placeholders) that skips rows whose eventId is stored."""
+        columns = ", ".join(self.name(c) for c in COLUMNS)
+        return (f"INSERT INTO {self.name(table)} ({columns}) VALUES ({', '.join(['%s'] * len(COLUMNS))})"
+                + skip_duplicates(self.dialect))
 
     def create_events_table(self, table: str = DEFAULT_TABLE) -> None:
         ddl = create_table_sql(self.dialect, table)

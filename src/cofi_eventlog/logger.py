@@ -17,12 +17,13 @@ from types import MethodType
 from typing import Any, ClassVar, Concatenate, Generic, ParamSpec, TypeVar
 
 from .engine import lifecycle
-from .engine.diagnostics import Warner
-from .engine.spool import Spool, default_spool_dir, encode, spool_key
-from .engine.stats import AtomicCounter
+from .engine.diagnostics import Warner, in_diagnostics
+from .engine.diagnostics import busy as diagnostics_busy
+from .engine.spool import Spool, default_spool_dir, encode, has_segments, spool_key
+from .engine.stats import AtomicCounter, WriterStats
 from .engine.writer import FlushMarker, Writer
 from .events import EventIds, Raw, normalize
-from .sinks import is_identifier, open_sink, parse_dsn
+from .sinks import Row, is_identifier, open_sink, parse_dsn
 
 DEFAULT_DSN = "sqlite:///cofi_eventlog.db"
 DURABILITY = ("memory", "spool")
@@ -101,11 +102,8 @@ class EventLogger:
         self._exit_timeout = exit_timeout
         self._timeout = timeout
         self._on_connect = on_connect
-        self._warn = Warner()
-        self._seq = AtomicCounter()  # numbers every accepted call; its value is stats()['enqueued']
-        self._caller_spilled = AtomicCounter()
-        self._caller_dropped = AtomicCounter()
-        self._caller_coerced = AtomicCounter()
+        self._warn = Warner(before=lifecycle.route_all_through_slow_path)
+        self._reset_counters()
         self._lock = threading.Lock()
         self._closed = False
         self._fast_pid = -1  # == os.getpid() only while the plain append path may be taken
@@ -193,75 +191,104 @@ class EventLogger:
     def _emit(self, item: Raw) -> None:
         if self._fast_pid != _getpid():
             return self._emit_slow(item)
-        queue = self._queue
+        queue = self._queue  # the body of _enqueue, inlined: this is the path every call takes
         if len(queue) >= self._max_queue:
             return self._overflow(item)
         queue.append(item)
         if len(queue) >= self._batch_size and not self._wake.is_set():
             self._wake.set()
 
+    def _enqueue(self, item: Any) -> None:
+        if len(self._queue) >= self._max_queue:
+            return self._overflow(item)
+        self._queue.append(item)
+        if len(self._queue) >= self._batch_size and not self._wake.is_set():
+            self._wake.set()
+
     def _emit_slow(self, item: Raw) -> None:
-        """Strict and spool modes, the first call in a process, and calls after close."""
+        """Strict and spool modes, the first call in a process, calls while one of our warnings is
+        being emitted, and calls after close."""
+        if in_diagnostics():  # a handler forwarding our own warning back in: refuse, count
+            self._dropped_recursion.add()
+            return
         if self._closed:
-            self._caller_dropped.add()
+            self._dropped_closed.add()
             self._warn("closed", f"{self!r} is closed; event dropped")
             if self._strict:
                 raise RuntimeError("EventLogger is closed")
             return
         writer = self._started()
         if not (self._strict or self._durability == "spool"):
-            self._fast_pid = _getpid()
-            return self._emit(item)
+            if not diagnostics_busy():
+                self._fast_pid = _getpid()
+            return self._enqueue(item)
         row, notes = normalize(item, writer.ids)
         if notes:
             if self._strict:
                 raise notes[0].as_error()
             self._caller_coerced.add()
-        full = len(self._queue) >= self._max_queue
         if self._durability == "spool":
-            spool = writer.spool
-            with spool.lock:
-                if not spool.journal_append(encode([row]), queued=not full):
-                    self._caller_dropped.add()
-                    self._warn("full", "spool full; event dropped")
-                    return
-                if not full:
-                    self._queue.append(row)
-            if full:
-                self._caller_spilled.add()
-                writer.backlog = True
-        elif full:
-            return self._overflow(row)
-        else:
-            self._queue.append(row)
-        if len(self._queue) >= self._batch_size:
+            return self._journal(writer, row)
+        return self._enqueue(row)
+
+    def _journal(self, writer: Writer, row: Row) -> None:
+        """Spool mode: the event is in the journal (written, not synced) before the call returns.
+        With the queue full it stays only there, and replay delivers it."""
+        if len(self._queue) >= self._max_queue and self._on_full == "block":
+            self._wait_for_room()
+        record = encode([row])
+        spool = writer.spool
+        with spool.lock:
+            room = len(self._queue) < self._max_queue
+            problem = spool.journal_append(record, queued=room)
+            if room:
+                self._queue.append(row)
+        if problem is not None:
+            if room:
+                self._not_journaled.add()
+                self._warn("journal", f"{problem}; event kept in memory only")
+            else:
+                self._dropped_spool_full.add()
+                self._warn("full", f"queue full ({self._max_queue}) and {problem}; event dropped")
+        elif not room:
+            self._caller_spilled.add()
+            writer.backlog = True
+        if len(self._queue) >= self._batch_size and not self._wake.is_set():
             self._wake.set()
+
+    def _wait_for_room(self) -> bool:
+        """on_full='block': wait up to block_timeout for the writer to make room."""
+        deadline = time.monotonic() + self._block_timeout
+        self._wake.set()
+        while len(self._queue) >= self._max_queue and time.monotonic() < deadline:
+            time.sleep(0.001)
+        return len(self._queue) < self._max_queue
 
     def _overflow(self, item: Any) -> None:
         """The queue is full: spill to the journal (default), wait a bounded time, or drop."""
         writer = self._started()
-        if self._on_full == "block":
-            deadline = time.monotonic() + self._block_timeout
-            self._wake.set()
-            while len(self._queue) >= self._max_queue and time.monotonic() < deadline:
-                time.sleep(0.001)
-            if len(self._queue) < self._max_queue:
-                self._queue.append(item)
-                return
+        if self._on_full == "block" and self._wait_for_room():
+            self._queue.append(item)
+            return
         if self._on_full == "drop":
-            self._caller_dropped.add()
+            self._dropped_queue_full.add()
             self._warn("drop", f"queue full ({self._max_queue}); events dropped (on_full='drop')")
             return
-        row = item if type(item[0]) is bytes else normalize(item, writer.ids)[0]
+        if type(item[0]) is bytes:
+            row = item
+        else:
+            row, notes = normalize(item, writer.ids)
+            if notes:
+                self._caller_coerced.add()
         with writer.spool.lock:
-            ok = writer.spool.journal_append(encode([row]), queued=False)
-        if ok:
+            problem = writer.spool.journal_append(encode([row]), queued=False)
+        if problem is None:
             self._caller_spilled.add()
             writer.backlog = True
             self._warn("spill", f"queue full ({self._max_queue}); events spilled to {writer.spool.folder}")
         else:
-            self._caller_dropped.add()
-            self._warn("full", "queue and spool full; event dropped")
+            self._dropped_spool_full.add()
+            self._warn("full", f"queue full ({self._max_queue}) and {problem}; event dropped")
 
     # -- the writer ----------------------------------------------------------------------------------
     def _started(self) -> Writer:
@@ -288,16 +315,31 @@ class EventLogger:
 
     def after_fork_in_child(self) -> None:
         """Fork: the parent writes its own queued events; the child starts empty, with its own
-        connection, spool files and writer thread, made on its first call."""
+        connection, spool files, writer thread and counters, made on its first call."""
         old = self._writer
         self._queue = deque()
         self._fast_pid = -1
         self._writer = None
         self._lock = threading.Lock()
         self._start_lock = threading.Lock()
+        self._reset_counters()
         if old is not None:
             old.sink.abandon()
             old.spool.forget_inherited()
+
+    def _reset_counters(self) -> None:
+        self._seq = AtomicCounter()  # numbers every accepted call; its value is stats()['enqueued']
+        self._caller_spilled = AtomicCounter()
+        self._caller_coerced = AtomicCounter()
+        self._not_journaled = AtomicCounter()
+        self._dropped_queue_full = AtomicCounter()
+        self._dropped_spool_full = AtomicCounter()
+        self._dropped_closed = AtomicCounter()
+        self._dropped_recursion = AtomicCounter()
+
+    def route_through_slow_path(self) -> None:
+        """Until the next slow-path call, every call checks for recursion and fork (see diagnostics)."""
+        self._fast_pid = -1
 
     def exit_timeout(self) -> float:
         return self._exit_timeout
@@ -305,33 +347,41 @@ class EventLogger:
     # -- flush / close / stats -----------------------------------------------------------------------
     @_either
     def flush(self, timeout: float | None = None) -> bool:
-        """True once everything enqueued before the call is in the database. With durability='spool'
-        the journal is also fsynced, so a crash after a False return still loses nothing."""
+        """True once everything enqueued before the call is in the database (or dead-lettered).
+        False at the timeout or while the database is away; what is unwritten is then in the spool
+        or on its way there (see README, Guarantees). With durability='spool' the spool files are
+        fsynced first, so not even a power loss after the call loses what was logged before it.
+
+        A logger that has not logged yet still replays a spool an earlier process left behind."""
         writer = self._writer
         if writer is None or self._writer_pid != _getpid():
-            return True
+            if self._closed or not has_segments(self._spool_dir):
+                return True
+            writer = self._started()
         if self._closed:
             return not self._queue and not writer.backlog
+        if self._durability == "spool":
+            writer.spool.sync()
+            if writer.spool.journal_due():
+                writer.rotate_journal()
         marker = FlushMarker()
         self._queue.append(marker)
         self._wake.set()
-        if self._durability == "spool":
-            with writer.spool.lock:
-                if writer.spool.journal is not None:
-                    writer.spool.journal.sync()
         return marker.done.wait(timeout) and marker.ok
 
     @_either
     def close(self, timeout: float | None = None) -> None:
-        """Stop accepting, drain, release. Past ``timeout`` the rest goes to the spool. Idempotent."""
+        """Stop accepting, drain, release. Past ``timeout`` the rest goes to the spool. Idempotent:
+        closing again (the exit hook does) spools any event a racing call appended afterwards."""
         with self._lock:
-            if self._closed:
-                return
-            self._closed = True
+            closed_before, self._closed = self._closed, True
             self._fast_pid = -1
-        writer = self._writer
-        if writer is not None and self._writer_pid == _getpid():
-            writer.stop(timeout)
+        writer = self._writer if self._writer_pid == _getpid() else None
+        if writer is not None:
+            if closed_before:
+                writer.spool_stragglers()
+            else:
+                writer.stop(timeout)
         if type(self)._default is self:
             type(self)._default = None
 
@@ -343,27 +393,46 @@ class EventLogger:
 
     @_either
     def stats(self) -> dict[str, Any]:
-        """Counters since this logger started; the password never appears here."""
-        writer = self._writer
-        w = writer.stats if writer is not None else None
+        """Counters since this logger started in this process; the password never appears here."""
+        writer = self._writer if self._writer_pid == _getpid() else None
+        w = writer.stats if writer is not None else WriterStats()
+        drops = {
+            "dropped_queue_full": self._dropped_queue_full.value,
+            "dropped_spool_full": self._dropped_spool_full.value + w.dropped_spool_full,
+            "dropped_closed": self._dropped_closed.value,
+            "dropped_recursion": self._dropped_recursion.value,
+            "dropped_writer_error": w.dropped_writer_error,
+        }
         return {
             "enqueued": self._seq.value,
-            "written": w.written if w else 0,
-            "dropped": self._caller_dropped.value + (w.dropped if w else 0),
+            "written": w.written,
+            "dropped": sum(drops.values()),
+            **drops,
             "queue_depth": len(self._queue),
-            "flushes": w.flushes if w else 0,
-            "retries": w.retries if w else 0,
-            "last_error": w.last_error if w else None,
-            "coerced": self._caller_coerced.value + (w.coerced if w else 0),
-            "spilled": self._caller_spilled.value + (w.spilled if w else 0),
-            "replayed": w.replayed if w else 0,
-            "dead_lettered": w.dead_lettered if w else 0,
-            "spool_torn_bytes": w.spool_torn_bytes if w else 0,
-            "flush_seconds_last": w.flush_seconds_last if w else 0.0,
-            "flush_seconds_max": w.flush_seconds_max if w else 0.0,
+            "flushes": w.flushes,
+            "retries": w.retries,
+            "last_error": w.last_error,
+            "coerced": self._caller_coerced.value + w.coerced,
+            "spilled": self._caller_spilled.value + w.spilled,
+            "replayed": w.replayed,
+            "dead_lettered": w.dead_lettered,
+            "not_journaled": self._not_journaled.value,
+            "spool_bytes": writer.spool.bytes if writer is not None else 0,
+            "spool_torn_bytes": w.spool_torn_bytes,
+            "flush_seconds_last": w.flush_seconds_last,
+            "flush_seconds_avg": w.flush_seconds_avg,
+            "flush_seconds_max": w.flush_seconds_max,
             "dsn": self._dsn.redacted(),
             "table": self._table,
         }
+
+
+def _reset_default_lock() -> None:
+    """A forked child must not inherit the lock held by a parent thread that no longer exists."""
+    EventLogger._default_lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_reset_default_lock)
 
 
 def _positive(name: str, value: object, *, integer: bool = False) -> None:

@@ -12,10 +12,11 @@ class Backoff:
         self.failures = 0
 
     def next_delay(self) -> float:
-        """The wait before the next attempt; each failure doubles its ceiling up to ``cap``."""
+        """The wait before the next attempt: uniform between ``first`` and a ceiling that doubles with
+        each failure up to ``cap``."""
         ceiling = min(self.cap, self.first * (2 ** min(self.failures, 30)))
         self.failures += 1
-        return random.uniform(ceiling / 2, ceiling)
+        return random.uniform(self.first, max(self.first, ceiling))
 
     def reset(self) -> None:
         self.failures = 0

@@ -6,23 +6,24 @@ from collections import deque
 from typing import Any
 
 
-def take(queue: deque[Any], max_items: int) -> tuple[list[Any], list[Any]]:
-    """Pop up to ``max_items`` events (tuples) and every marker (non-tuple) met on the way.
+def take(queue: deque[Any], max_items: int, items: list[Any]) -> list[Any]:
+    """Pop up to ``max_items`` events (tuples) into ``items``; return the markers (non-tuples) met.
 
     Stops right after a marker, so a flush marker is answered once exactly the events before it are
-    written. ``popleft`` is atomic, so callers may append while this runs.
+    written. Events go into the caller's list as they are popped, so a closer at a deadline can see
+    every event the writer holds. ``popleft`` is atomic, so callers may append while this runs.
     """
-    items: list[Any] = []
     markers: list[Any] = []
     pop = queue.popleft
+    append = items.append
     while len(items) < max_items:
         try:
             item = pop()
         except IndexError:
             break
         if type(item) is tuple:
-            items.append(item)
+            append(item)
         else:
             markers.append(item)
             break
-    return items, markers
+    return markers

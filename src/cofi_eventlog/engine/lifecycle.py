@@ -17,6 +17,8 @@ class Closable(Protocol):
 
     def after_fork_in_child(self) -> None: ...
 
+    def route_through_slow_path(self) -> None: ...
+
 
 _live: weakref.WeakSet[Any] = weakref.WeakSet()
 _hooked_pid = 0
@@ -39,16 +41,31 @@ def _hook_this_process() -> None:
         mp_util.Finalize(None, close_all, exitpriority=100)
 
 
+def _snapshot() -> list[Any]:
+    """The live loggers; another thread may start one while we look."""
+    while True:
+        try:
+            return list(_live)
+        except RuntimeError:  # the set changed size during iteration
+            continue
+
+
 def close_all() -> None:
-    for logger in list(_live):
+    for logger in _snapshot():
         try:
             logger.close(timeout=logger.exit_timeout())
         except Exception:  # one broken logger must not stop the others from draining
             pass
 
 
+def route_all_through_slow_path() -> None:
+    """Before one of our warnings is emitted: every logger's next calls check for recursion."""
+    for logger in _snapshot():
+        logger.route_through_slow_path()
+
+
 def _after_fork_in_child() -> None:
-    for logger in list(_live):
+    for logger in _snapshot():
         logger.after_fork_in_child()
     _live.clear()
 

@@ -2,8 +2,12 @@
 
 Every segment is ``flock``-ed by the process writing it. A segment nobody holds a lock on belongs to
 no live writer (the lock dies with its process), so any logger for the same table may replay it.
-Replay goes through ``INSERT IGNORE`` on the eventId, so a segment replayed twice, or a row that
+Replay skips eventIds already stored, so a segment replayed twice, or a row that
 also reached the database before a crash, still lands exactly once.
+
+A segment is created under a temporary name, locked, then renamed into place, so replay never sees
+a segment before its owner holds the lock. Forked children close every descriptor they inherit, so
+a lock always dies with the process that took it.
 
 Record framing: ``>II`` (length, crc32) then an orjson list of rows, eventId as hex.
 """
@@ -17,14 +21,16 @@ import struct
 import threading
 import time
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import orjson
 
 from ..sinks.base import Row
 
 HEADER = struct.Struct(">II")
+DEAD_LETTER = "dead-letter.jsonl"
 
 
 def default_spool_dir() -> str:
@@ -38,13 +44,17 @@ def spool_key(target: str, table: str) -> str:
     return hashlib.sha256(f"{target}\0{table}".encode()).hexdigest()[:16]
 
 
+def has_segments(folder: str) -> bool:
+    """Whether a spool folder holds anything to replay (cheap; for loggers that have not started)."""
+    try:
+        return any(Path(folder).glob("*.seg"))
+    except OSError:
+        return False
+
+
 def encode(rows: Sequence[Row]) -> bytes:
     body = orjson.dumps([[r[0].hex(), *r[1:]] for r in rows])
-    return HEADER.pack(len(body), _crc(body)) + body
-
-
-def _crc(body: bytes) -> int:
-    return zlib.crc32(body)
+    return HEADER.pack(len(body), zlib.crc32(body)) + body
 
 
 def decode(data: bytes) -> tuple[list[Row], int]:
@@ -54,7 +64,7 @@ def decode(data: bytes) -> tuple[list[Row], int]:
     while offset + HEADER.size <= len(data):
         length, crc = HEADER.unpack_from(data, offset)
         body = data[offset + HEADER.size: offset + HEADER.size + length]
-        if len(body) < length or _crc(body) != crc:
+        if len(body) < length or zlib.crc32(body) != crc:
             break
         rows.extend((bytes.fromhex(r[0]), *r[1:]) for r in orjson.loads(body))
         offset += HEADER.size + length
@@ -63,21 +73,40 @@ def decode(data: bytes) -> tuple[list[Row], int]:
 
 class Segment:
     """One open, locked, append-only file. ``append`` is a single ``os.write`` on an O_APPEND
-    descriptor, so several threads may append whole records at once without a lock."""
+    descriptor, so a record is never interleaved with another."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-        fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        staging = path.with_suffix(".new")
+        self.fd = os.open(staging, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o600)
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            os.rename(staging, path)
+        except OSError:
+            os.close(self.fd)
+            _unlink(staging)
+            raise
         self.size = 0
-        self.dirty = False  # holds events that have not reached the database
+        self.dirty = False  # holds events that never entered the queue: only replay delivers them
+        self.broken = False  # a write failed (disk full): the tail may be torn, so append no more
 
-    def append(self, record: bytes) -> None:
-        os.write(self.fd, record)
-        self.size += len(record)
+    def append(self, record: bytes) -> bool:
+        try:
+            written = os.write(self.fd, record)
+        except OSError:
+            written = -1
+        if written != len(record):
+            self.broken = True
+            self.size += max(written, 0)
+            return False
+        self.size += written
+        return True
 
     def sync(self) -> None:
-        os.fsync(self.fd)
+        try:
+            os.fsync(self.fd)
+        except OSError:
+            pass
 
     def close(self) -> None:
         try:
@@ -87,96 +116,176 @@ class Segment:
 
 
 class Spool:
-    """Segments for one table: the writer's spill file, the callers' journal, and replay of both."""
+    """Segments for one table: the writer's spill file, the callers' journal, and replay of both.
 
-    def __init__(self, folder: str, *, max_bytes: int, segment_bytes: int = 16 << 20) -> None:
+    ``lock`` guards the open segments and the byte count; callers in spool mode hold it around a
+    journal append and the matching queue append, so that a rotation marker follows every event of
+    the segment it rotates.
+    """
+
+    def __init__(self, folder: str, *, max_bytes: int, segment_bytes: int = 16 << 20,
+                 journal_bytes: int = 1 << 20) -> None:
         self.folder = Path(folder)
-        self.folder.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.max_bytes = max_bytes
         self.segment_bytes = segment_bytes
+        self.journal_bytes = journal_bytes
         self.journal: Segment | None = None
         self._spill: Segment | None = None
+        self._held: set[Segment] = set()  # every segment this process has open (rotated ones too)
+        self._replaying: set[int] = set()
         self.lock = threading.Lock()
         self._count = 0
-        self.bytes = sum(p.stat().st_size for p in self.folder.glob("*.seg"))
+        self.problem: str | None = None
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        except OSError as exc:
+            self.problem = f"spool folder {self.folder} unusable: {exc}"
+        self.bytes = 0
+        self.measure()
 
     def __repr__(self) -> str:
         return f"Spool({str(self.folder)!r})"
 
+    @property
+    def dead_letter_path(self) -> Path:
+        return self.folder / DEAD_LETTER
+
+    def measure(self) -> int:
+        """Recount the bytes on disk (other processes add and remove segments too)."""
+        total = 0
+        try:
+            for path in self.folder.glob("*.seg"):
+                try:
+                    total += path.stat().st_size
+                except FileNotFoundError:
+                    pass
+        except OSError:
+            pass
+        self.bytes = total
+        return total
+
     def _new_segment(self, kind: str) -> Segment:
         self._count += 1
-        return Segment(self.folder / f"{kind}-{os.getpid()}-{time.time_ns()}-{self._count}.seg")
+        segment = Segment(self.folder / f"{kind}-{os.getpid()}-{time.time_ns()}-{self._count}.seg")
+        self._held.add(segment)
+        return segment
 
-    def has_room(self, size: int) -> bool:
-        return self.bytes + size <= self.max_bytes
+    def _close(self, segment: Segment) -> None:
+        segment.close()
+        self._held.discard(segment)
+
+    def _append(self, kind: str, record: bytes) -> str | None:
+        """Append to the spill or journal segment (hold ``lock``); None, or why it could not."""
+        if self.problem is not None:
+            return self.problem
+        if self.bytes + len(record) > self.max_bytes:
+            return f"spool full ({self.max_bytes} bytes)"
+        segment = self._spill if kind == "spill" else self.journal
+        try:
+            if segment is None:
+                segment = self._new_segment(kind)
+                if kind == "spill":
+                    self._spill = segment
+                else:
+                    self.journal = segment
+        except OSError as exc:
+            return f"spool write failed: {exc}"
+        before = segment.size
+        ok = segment.append(record)
+        self.bytes += segment.size - before
+        if not ok or (kind == "spill" and segment.size >= self.segment_bytes):
+            if kind == "spill":
+                self._close(segment)
+                self._spill = None
+            else:  # a broken journal is rotated like a full one; keep its good records for replay
+                segment.dirty = True
+        return None if ok else "spool write failed (disk full?)"
 
     # -- the writer's spill file (writer thread, or the closer at a deadline) -----------------------
-    def spill(self, rows: Sequence[Row]) -> bool:
-        """Append rows; False when the cap leaves no room (the caller counts the drop)."""
+    def spill(self, rows: Sequence[Row]) -> str | None:
+        """Append rows; None, or why they could not be kept (the caller counts the drop)."""
         record = encode(rows)
         with self.lock:
-            if not self.has_room(len(record)):
-                return False
-            if self._spill is None:
-                self._spill = self._new_segment("spill")
-            self._spill.append(record)
-            self.bytes += len(record)
-            if self._spill.size >= self.segment_bytes:
-                self._spill.close()
-                self._spill = None
-        return True
+            return self._append("spill", record)
 
     def close_spill(self) -> None:
         """Release the spill segment so that replay (ours or another process's) can take it."""
         with self.lock:
             if self._spill is not None:
-                self._spill.close()
+                self._close(self._spill)
                 self._spill = None
 
     # -- the callers' journal (hold ``lock`` around these) ------------------------------------------------
-    def journal_append(self, record: bytes, *, queued: bool) -> bool:
+    def journal_append(self, record: bytes, *, queued: bool) -> str | None:
         """Append one caller's record; ``queued=False`` marks the segment as holding events that only
-        replay will deliver. False when the cap leaves no room."""
-        if not self.has_room(len(record)):
-            return False
-        if self.journal is None:
-            self.journal = self._new_segment("journal")
-        self.journal.append(record)
-        if not queued:
+        replay will deliver. None, or why it could not be kept."""
+        problem = self._append("journal", record)
+        if problem is None and not queued and self.journal is not None:
             self.journal.dirty = True
-        self.bytes += len(record)
-        return True
+        return problem
+
+    def journal_due(self) -> bool:
+        """The journal should be rotated: it is big, broken, or holds events only replay delivers."""
+        journal = self.journal
+        return journal is not None and (journal.size >= self.journal_bytes or journal.dirty or journal.broken)
 
     def swap_journal(self) -> Segment | None:
         old, self.journal = self.journal, None
         return old
 
     def retire(self, segment: Segment) -> None:
-        """A rotated journal: deleted when every event in it reached the queue, else left for replay."""
+        """A rotated journal: deleted when every event in it was written or spilled, else left for
+        replay. The spill file is synced first, so what the journal held is on disk somewhere."""
         if not segment.dirty:
+            with self.lock:
+                if self._spill is not None:
+                    self._spill.sync()
             _unlink(segment.path)
             with self.lock:
                 self.bytes -= segment.size
-        segment.close()
+        with self.lock:
+            self._close(segment)
+
+    def sync(self) -> None:
+        """fsync every segment this process has open, and the folder (flush() in spool mode)."""
+        with self.lock:
+            for segment in self._held:
+                segment.sync()
+        try:
+            fd = os.open(self.folder, os.O_RDONLY)
+        except OSError:
+            return
+        try:
+            os.fsync(fd)
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
 
     # -- replay --------------------------------------------------------------------------------------
-    def replayable(self) -> Iterator[tuple[Path, int]]:
-        """Segments no live writer holds, oldest first, each locked by us while the caller replays it.
+    def replayable(self, last: Collection[str] = ()) -> Iterator[tuple[Path, int]]:
+        """Segments no live writer holds, oldest first (names in ``last`` after the others), each
+        locked by us while the caller replays it.
 
         Yields (path, fd); the caller reads, writes, then calls :meth:`finish` or :meth:`release`.
         """
-        for path in sorted(self.folder.glob("*.seg"), key=_age):
+        try:
+            paths = list(self.folder.glob("*.seg"))
+        except OSError:
+            return
+        for path in sorted(paths, key=lambda p: (p.name in last, _age(p))):
             try:
                 fd = os.open(path, os.O_RDWR)
-            except FileNotFoundError:
+            except OSError:
                 continue
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 if os.fstat(fd).st_nlink == 0:  # replayed and removed by someone else meanwhile
                     raise BlockingIOError
-            except BlockingIOError:
+            except OSError:
                 os.close(fd)
                 continue
+            self._replaying.add(fd)
             yield path, fd
 
     @staticmethod
@@ -187,34 +296,45 @@ class Spool:
     def finish(self, path: Path, fd: int) -> None:
         size = os.fstat(fd).st_size
         _unlink(path)
-        os.close(fd)
+        self.release(fd)
         with self.lock:
             self.bytes -= size
 
-    @staticmethod
-    def release(fd: int) -> None:
+    def release(self, fd: int) -> None:
+        self._replaying.discard(fd)
         os.close(fd)
 
-    def dead_letter(self, row: Row, reason: str) -> None:
+    def dead_letter(self, entry: dict[str, Any]) -> None:
         """Rows the database will never take, kept with the reason for a person to look at."""
-        line = orjson.dumps({"reason": reason, "row": [row[0].hex(), *row[1:]]}) + b"\n"
-        with self.lock, open(self.folder / "dead-letter.jsonl", "ab") as handle:
-            handle.write(line)
+        line = orjson.dumps(entry, default=repr) + b"\n"
+        with self.lock:
+            fd = os.open(self.dead_letter_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+            try:
+                os.write(fd, line)
+            finally:
+                os.close(fd)
 
     def forget_inherited(self) -> None:
-        """In a forked child: drop the parent's descriptors (and with them nothing of its locks)."""
-        for segment in (self.journal, self._spill):
-            if segment is not None:
-                segment.close()
+        """In a forked child: close every descriptor inherited from the parent (its locks stay the
+        parent's and die with it), without deleting anything."""
+        for segment in list(self._held):
+            segment.close()
+        for fd in list(self._replaying):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        self._held.clear()
+        self._replaying.clear()
         self.journal, self._spill = None, None
         self.lock = threading.Lock()
 
     def close(self) -> None:
-        self.close_spill()
+        """Release every segment this process holds; what is in them stays for replay."""
         with self.lock:
-            if self.journal is not None:
-                self.journal.close()
-            self.journal = None
+            for segment in list(self._held):
+                self._close(segment)
+            self.journal, self._spill = None, None
 
 
 def _age(path: Path) -> int:
@@ -229,4 +349,3 @@ def _unlink(path: Path) -> None:
         path.unlink()
     except FileNotFoundError:
         pass
-

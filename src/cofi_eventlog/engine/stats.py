@@ -20,20 +20,28 @@ class AtomicCounter:
 @dataclass
 class WriterStats:
     written: int = 0
-    dropped: int = 0
     flushes: int = 0
     retries: int = 0
     spilled: int = 0
     replayed: int = 0
     dead_lettered: int = 0
     coerced: int = 0
+    dropped_spool_full: int = 0  # the database was away and the spool at its cap (or unwritable)
+    dropped_writer_error: int = 0  # a bug in the writer's loop cost these events (never expected)
     spool_torn_bytes: int = 0
     last_error: str | None = None
     flush_seconds_last: float = 0.0
     flush_seconds_max: float = 0.0
     flush_seconds_total: float = 0.0
+    timed_writes: int = 0
 
     def timed(self, seconds: float) -> None:
+        """One successful sink write took ``seconds``."""
         self.flush_seconds_last = seconds
         self.flush_seconds_total += seconds
         self.flush_seconds_max = max(self.flush_seconds_max, seconds)
+        self.timed_writes += 1
+
+    @property
+    def flush_seconds_avg(self) -> float:
+        return self.flush_seconds_total / self.timed_writes if self.timed_writes else 0.0

@@ -3,27 +3,28 @@
 Callers append tuples to ``queue`` (a deque: append and popleft are atomic) and set ``wake`` when a
 batch is ready. The thread wakes on that or every ``flush_interval``, normalizes what it took,
 and writes it. When the database fails transiently the rows go to the spool at once and the
-database is tried again after an exponential, jittered backoff; when it answers, the spool is
-replayed. Rows the database will never take are isolated by halving the batch and dead-lettered.
+database is tried again after an exponential, jittered backoff; while it is down, batches go
+straight to the spool. When it answers, the spool is replayed. Rows the database will never take
+are isolated and dead-lettered (see isolate.py).
 """
 
 from __future__ import annotations
 
-import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
-from ..events import EventIds, Raw, normalize
+from ..events import EventIds, normalize
 from ..sinks.base import Row, Sink, SinkError
 from .backoff import Backoff
 from .batching import take
-from .spool import Spool
+from .diagnostics import Warner
+from .isolate import Isolator
+from .spool import Segment, Spool
 from .stats import WriterStats
-
-log = logging.getLogger("cofi_eventlog")
 
 
 class FlushMarker:
@@ -37,13 +38,13 @@ class FlushMarker:
 class RotateMarker:
     """Follows the last event of a rotated journal segment through the queue."""
 
-    def __init__(self, segment: Any) -> None:
+    def __init__(self, segment: Segment) -> None:
         self.segment = segment
 
 
 class Writer:
     def __init__(self, queue: deque[Any], sink: Sink, spool: Spool, ids: EventIds, *, batch_size: int,
-                 flush_interval: float, journal: bool, warn: Callable[[str, str], None]) -> None:
+                 flush_interval: float, journal: bool, warn: Warner) -> None:
         self.queue = queue
         self.wake = threading.Event()
         self.sink = sink
@@ -55,12 +56,16 @@ class Writer:
         self.stats = WriterStats()
         self.backlog = True  # the spool may hold rows (ours or an earlier process's) not yet replayed
         self._warn = warn
+        self._isolator = Isolator(sink, self.stats, self._dead_letter)
         self._backoff = Backoff()
         self._down_until = 0.0
-        self._taken: list[Raw] = []
+        self._taken: list[Any] = []
+        self._failed_segments: set[str] = set()
         self._stopping = False
         self._abandoned = False
         self._thread: threading.Thread | None = None
+        if spool.problem:
+            warn("spool", spool.problem)
 
     # -- lifecycle -----------------------------------------------------------------------------------
     def start(self) -> None:
@@ -68,7 +73,8 @@ class Writer:
         self._thread.start()
 
     def stop(self, timeout: float | None) -> bool:
-        """Drain and stop. Past the timeout, whatever is unwritten is spooled from this thread."""
+        """Drain and stop. Past the timeout the writer is left to finish its database call in the
+        background, and whatever is unwritten is spooled from this thread. False in that case."""
         self._stopping = True
         self.wake.set()
         thread = self._thread
@@ -76,24 +82,41 @@ class Writer:
             thread.join(timeout)
             if thread.is_alive():
                 self._abandoned = True
-                self._spill_leftovers()
+                self._spill_leftovers(self._taken)
                 self.spool.close()
                 return False
-        self._cycle()  # whatever a caller appended while the thread was finishing
-        self._finish()
+        self.spool_stragglers()
         return True
 
-    def _spill_leftovers(self) -> None:
-        items = list(self._taken)
-        while True:
-            batch, _ = take(self.queue, 1 << 30)
-            if not batch:
-                break
-            items.extend(batch)
+    def spool_stragglers(self) -> None:
+        """Spool what callers racing with close() appended after the writer's last look."""
+        thread = self._thread
+        if thread is not None and thread.is_alive() and not self._abandoned:
+            return  # still draining: a second close() while the first one waits
+        if self.queue:
+            self._spill_leftovers([])
+        self.spool.close()
+
+    def _spill_leftovers(self, in_flight: Sequence[Any]) -> None:
+        """Spool the writer's in-flight events and the rest of the queue, from the closing thread.
+        Normalizing a call again gives the same eventId, so rows the writer still lands stay single."""
+        items = list(in_flight)
+        rotated: list[Segment] = []
+        while self.queue:
+            for marker in take(self.queue, 1 << 30, items):
+                if isinstance(marker, RotateMarker):
+                    rotated.append(marker.segment)
+                else:
+                    marker.ok = False
+                    marker.done.set()
         rows = self._rows(items)
         if rows:
             self._spill(rows)
-            self._warn("close", f"database unreachable at close; {len(rows)} events spooled for replay")
+            self._warn("close", f"{len(rows)} events not written by the close deadline (or logged during "
+                                f"close) were spooled for replay")
+        for segment in rotated:  # its events may not all be spooled yet: keep it for replay
+            segment.dirty = True
+            self.spool.retire(segment)
 
     # -- the loop ------------------------------------------------------------------------------------
     def _run(self) -> None:
@@ -101,33 +124,37 @@ class Writer:
             self.wake.wait(self.flush_interval)
             self.wake.clear()
             self._cycle()
+        self._down_until = 0.0  # one last attempt at the database, whatever the backoff says
         self._cycle()
+        if self.journal:
+            self.rotate_journal()
+            self._cycle()
+        self.sink.close()
+        if self._abandoned:
+            self.spool.close()
 
     def _cycle(self) -> None:
         """Write everything queued, then see to the spool. Never raises: the thread must not die."""
         try:
             while self.queue and not self._abandoned:
-                items, markers = take(self.queue, self.batch_size)
+                items: list[Any] = []
                 self._taken = items
+                markers = take(self.queue, self.batch_size, items)
                 if items:
                     self._deliver(self._rows(items))
                 self._taken = []
                 for marker in markers:
                     self._answer(marker)
-            if self.journal and self.spool.journal is not None and self.spool.journal.size >= (1 << 20):
+            if self.journal and self.spool.journal_due():
                 self.rotate_journal()
-            if self.backlog and not self._abandoned and len(self.queue) < self.batch_size:
+            if self.backlog and not self._abandoned and not self._is_down():
                 self._replay()
-        except Exception as exc:  # a bug here must cost a warning, not the thread
+        except Exception as exc:  # a bug here must cost a warning and a count, not the thread
+            if self._taken:
+                self.stats.dropped_writer_error += len(self._taken)
+                self._taken = []
             self.stats.last_error = f"writer: {type(exc).__name__}: {exc}"
-            log.exception("cofi_eventlog writer cycle failed")
-
-    def _finish(self) -> None:
-        if self.journal:
-            self.rotate_journal()
-            self._cycle()
-        self.spool.close()
-        self.sink.close()
+            self._warn.exception("bug", "cofi_eventlog writer cycle failed")
 
     def _rows(self, items: Sequence[Any]) -> list[Row]:
         rows: list[Row] = []
@@ -135,7 +162,13 @@ class Writer:
             if type(item[0]) is bytes:  # normalized on the caller's thread (strict or spool mode)
                 rows.append(item)
                 continue
-            row, notes = normalize(item, self.ids)
+            try:
+                row, notes = normalize(item, self.ids)
+            except Exception as exc:  # normalize must not fail; if it does, keep the call for a person
+                self.stats.dead_lettered += 1
+                self.spool.dead_letter({"reason": f"could not build the row: {type(exc).__name__}: {exc}",
+                                        "call": [repr(v)[:4096] for v in item]})
+                continue
             if notes:
                 self.stats.coerced += 1
             rows.append(row)
@@ -144,9 +177,11 @@ class Writer:
     def _answer(self, marker: Any) -> None:
         if isinstance(marker, RotateMarker):
             self.spool.retire(marker.segment)
+            if marker.segment.dirty:
+                self.backlog = True
             return
-        if self.backlog and not self._is_down():
-            self._replay()
+        if self.backlog:
+            self._replay()  # an explicit flush tries the database now, whatever the backoff says
         marker.ok = not self.backlog
         marker.done.set()
 
@@ -160,12 +195,16 @@ class Writer:
             self._spill(rows)
             return
         try:
-            self._write_isolating(rows)
+            self._isolator.write(rows)
         except SinkError as exc:
             self._went_down(exc)
             self._spill(rows)
             return
+        self._up()
+
+    def _up(self) -> None:
         self._backoff.reset()
+        self._down_until = 0.0
 
     def _went_down(self, exc: SinkError) -> None:
         self.stats.retries += 1
@@ -174,49 +213,22 @@ class Writer:
         self._down_until = time.monotonic() + delay
         self._warn("down", f"database unavailable ({exc}); spooling, next try in {delay:.2f}s")
 
-    def _write_isolating(self, rows: Sequence[Row]) -> None:
-        """Write rows; a permanent error splits the batch until the rows at fault are dead-lettered.
-        Transient errors propagate."""
-        started = time.perf_counter()
-        before = self.sink.statements
-        try:
-            self.sink.write(rows)
-        except SinkError as exc:
-            if exc.transient:
-                raise
-            if len(rows) == 1:
-                self._dead_letter(rows[0], str(exc))
-                return
-            half = len(rows) // 2
-            self._write_isolating(rows[:half])
-            self._write_isolating(rows[half:])
-            return
-        except Exception as exc:  # a driver bug or an unexpected type: treat as permanent for these rows
-            if len(rows) == 1:
-                self._dead_letter(rows[0], f"{type(exc).__name__}: {exc}")
-                return
-            half = len(rows) // 2
-            self._write_isolating(rows[:half])
-            self._write_isolating(rows[half:])
-            return
-        self.stats.timed(time.perf_counter() - started)
-        self.stats.flushes += self.sink.statements - before
-        self.stats.written += len(rows)
-
     def _dead_letter(self, row: Row, reason: str) -> None:
-        self.spool.dead_letter(row, reason)
+        self.spool.dead_letter({"reason": reason, "row": [row[0].hex(), *row[1:]]})
         self.stats.dead_lettered += 1
         self.stats.last_error = reason
-        self._warn("dead", f"event {row[0].hex()} rejected by the database and dead-lettered: {reason}")
+        self._warn("dead", f"event {row[0].hex()} rejected by the database, written to "
+                           f"{self.spool.dead_letter_path}: {reason}")
 
     # -- the spool -----------------------------------------------------------------------------------
     def _spill(self, rows: Sequence[Row]) -> None:
-        if self.spool.spill(rows):
+        problem = self.spool.spill(rows)
+        if problem is None:
             self.stats.spilled += len(rows)
             self.backlog = True
         else:
-            self.stats.dropped += len(rows)
-            self._warn("full", f"spool full ({self.spool.max_bytes} bytes); {len(rows)} events dropped")
+            self.stats.dropped_spool_full += len(rows)
+            self._warn("full", f"{problem}; {len(rows)} events dropped")
 
     def rotate_journal(self) -> None:
         """Start a new journal segment; the old one is deleted once the events before the marker are
@@ -227,31 +239,53 @@ class Writer:
                 self.queue.append(RotateMarker(old))
 
     def _replay(self) -> None:
-        """Write every spool segment no live process holds; stop at the first transient failure."""
+        """Write every spool segment no live process holds; stop at the first failure."""
         self.backlog = False  # set again by any spill or overflow that happens meanwhile
         self.spool.close_spill()
-        if not self.journal:
+        if not self.journal:  # in memory mode the journal only holds queue-full overflow
             with self.spool.lock:
                 old = self.spool.swap_journal()
             if old is not None:
                 self.spool.retire(old)
-        for path, fd in self.spool.replayable():
-            if self._stopping and self._abandoned:
+        elif self.spool.journal_due():
+            self.rotate_journal()
+            self.backlog = True
+        self.spool.measure()
+        for path, fd in self.spool.replayable(self._failed_segments):
+            if self._abandoned:
                 self.spool.release(fd)
                 self.backlog = True
                 return
+            if not self._replay_segment(path, fd):
+                return
+        self._failed_segments.clear()
+
+    def _replay_segment(self, path: Path, fd: int) -> bool:
+        try:
             rows, torn = self.spool.read(fd)
-            try:
-                for start in range(0, len(rows), self.batch_size):
-                    self._write_isolating(rows[start:start + self.batch_size])
-            except SinkError as exc:
-                self.spool.release(fd)
-                self.backlog = True
-                self._went_down(exc)
-                return
-            if torn:
-                self.stats.spool_torn_bytes += torn
-                self._warn("torn", f"{path.name}: {torn} bytes at the end were torn or corrupt")
-            self.spool.finish(path, fd)
-            self.stats.replayed += len(rows)
-        self._backoff.reset()
+        except OSError as exc:
+            self.spool.release(fd)
+            self._failed_segments.add(path.name)
+            self._warn("torn", f"{path.name} unreadable: {exc}")
+            return True
+        try:
+            for start in range(0, len(rows), self.batch_size):
+                if self._abandoned:
+                    self.spool.release(fd)
+                    self.backlog = True
+                    return False
+                self._isolator.write(rows[start:start + self.batch_size])
+        except SinkError as exc:
+            self.spool.release(fd)
+            self.backlog = True
+            self._failed_segments.add(path.name)  # tried last next time, so it cannot hold back the rest
+            self._went_down(exc)
+            return False
+        if torn:
+            self.stats.spool_torn_bytes += torn
+            self._warn("torn", f"{path.name}: {torn} bytes at the end were torn or corrupt")
+        self.spool.finish(path, fd)
+        self.stats.replayed += len(rows)
+        self._failed_segments.discard(path.name)
+        self._up()
+        return True

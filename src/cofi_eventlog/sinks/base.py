@@ -45,6 +45,17 @@ class Sink(Protocol):
         """Forget the connection without closing it: a forked child shares it with its parent."""
 
 
+def skip_duplicates(dialect: str) -> str:
+    """The clause after VALUES that skips a row whose eventId is already stored, and nothing else.
+
+    ``INSERT IGNORE`` (and SQLite's ``OR IGNORE``) would also turn a failed CHECK or an overlong value
+    into a warning: in a multi-row statement, a row lost or cut in silence.
+    """
+    if dialect == "mysql":
+        return " ON DUPLICATE KEY UPDATE `eventId` = `eventId`"
+    return " ON CONFLICT(eventId) DO NOTHING"
+
+
 def is_identifier(name: str) -> bool:
     """Table names are interpolated into SQL, so only plain identifiers pass."""
     return bool(name) and len(name) <= 64 and name.isascii() and (name.replace("_", "a").isalnum()) \

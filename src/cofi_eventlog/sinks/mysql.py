@@ -1,4 +1,4 @@
-"""MySQL/MariaDB sink: multi-row ``INSERT IGNORE`` built here, sent with pymysql.
+"""MySQL/MariaDB sink: multi-row INSERTs that skip duplicate eventIds, built here, sent with pymysql.
 
 pymysql's ``executemany`` escapes every value through its generic encoder (about 12 µs a row). Our rows
 have a fixed shape, so the statement is built directly with the same escaping rules as the driver,
@@ -14,7 +14,7 @@ from typing import Any
 
 import pymysql
 
-from .base import COLUMNS, Row, SinkError
+from .base import COLUMNS, Row, SinkError, skip_duplicates
 from .dsn import Dsn
 
 # Errors caused by a row's content: no retry will help, so the writer isolates and dead-letters the row.
@@ -116,7 +116,8 @@ class MySQLSink:
         self._max_bytes = max_statement_bytes
         self._conn: Any = None
         self._quoter = _Quoter()
-        self._head = f"INSERT IGNORE INTO `{table}` ({','.join(f'`{c}`' for c in COLUMNS)}) VALUES "
+        self._head = f"INSERT INTO `{table}` ({','.join(f'`{c}`' for c in COLUMNS)}) VALUES ".encode()
+        self._tail = skip_duplicates("mysql").encode()
 
     def __repr__(self) -> str:
         return f"MySQLSink({self.dsn.redacted()!r}, table={self.table!r})"
@@ -143,22 +144,23 @@ class MySQLSink:
         """Split rows into INSERT statements of at most max_statement_bytes each."""
         conn = self._connection()
         no_backslash = bool(conn.server_status & NO_BACKSLASH_ESCAPES)
-        head = self._head.encode()
+        head, tail = self._head, self._tail
+        empty = len(head) + len(tail)
         out: list[bytes] = []
         parts: list[bytes] = []
-        size = len(head)
+        size = empty
         for row in rows:
             value = self._quoter.render(row, no_backslash).encode("utf-8")
-            if len(head) + len(value) > self._max_bytes:
+            if empty + len(value) > self._max_bytes:
                 raise SinkError(f"row {row[0].hex()} is {len(value)} bytes, over the statement cap "
                                 f"{self._max_bytes}", transient=False, code=1153)
             if parts and size + len(value) + 1 > self._max_bytes:
-                out.append(head + b",".join(parts))
-                parts, size = [], len(head)
+                out.append(head + b",".join(parts) + tail)
+                parts, size = [], empty
             parts.append(value)
             size += len(value) + 1
         if parts:
-            out.append(head + b",".join(parts))
+            out.append(head + b",".join(parts) + tail)
         return out
 
     def write(self, rows: Sequence[Row]) -> None:

@@ -8,7 +8,7 @@ from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 from typing import Any
 
-from .base import COLUMNS, Row, SinkError
+from .base import COLUMNS, Row, SinkError, skip_duplicates
 
 
 def create_table_sql(table: str) -> str:
@@ -58,7 +58,7 @@ class SQLiteSink:
         self._timeout = timeout
         self._conn: sqlite3.Connection | None = None
         marks = ",".join("?" * len(COLUMNS))
-        self._sql = f'INSERT OR IGNORE INTO "{table}" ({",".join(COLUMNS)}) VALUES ({marks})'
+        self._sql = f'INSERT INTO "{table}" ({",".join(COLUMNS)}) VALUES ({marks}){skip_duplicates("sqlite")}'
 
     def __repr__(self) -> str:
         return f"SQLiteSink({self.path!r}, table={self.table!r})"

@@ -4,15 +4,14 @@
 from __future__ import annotations
 
 from ...database import Database
-from ...sinks import COLUMNS
 from ..progress import Progress
 from .mapping import RowMapper
 from .source import LegacyTable, rows_by_id
 
 
 def column_limits(db: Database, table: str) -> dict[str, tuple[int, int]]:
-    """Text column → (characters, bytes) it holds. MySQL's INSERT IGNORE would truncate an overlong value
-    with only a warning, so values are checked against these before they are sent."""
+    """Text column → (characters, bytes) it holds. A server outside strict mode would truncate an overlong
+    value with only a warning, so values are checked against these before they are sent."""
     if db.dialect != "mysql":
         return {}
     rows = db.fetchall("SELECT column_name, character_maximum_length, character_octet_length "
@@ -21,17 +20,11 @@ def column_limits(db: Database, table: str) -> dict[str, tuple[int, int]]:
     return {name: (int(chars), int(octets)) for name, chars, octets in rows}
 
 
-def insert_sql(db: Database, table: str) -> str:
-    verb = "INSERT IGNORE INTO" if db.dialect == "mysql" else "INSERT OR IGNORE INTO"
-    columns = ", ".join(db.name(c) for c in COLUMNS)
-    return f"{verb} {db.name(table)} ({columns}) VALUES ({', '.join(['%s'] * len(COLUMNS))})"
-
-
 def backfill(db: Database, legacy: LegacyTable, target: str, mapper: RowMapper, *, chunk: int,
              progress: Progress) -> int:
     """Returns how many rows were new. Each chunk is one transaction on SQLite; on MySQL each multi-row
     statement commits on its own, and a re-run after an interruption skips what landed."""
-    sql = insert_sql(db, target)
+    sql = db.insert_events_sql(target)
     inserted = 0
     for page in rows_by_id(db, legacy.name, legacy.columns, chunk):
         rows = [mapper.map(dict(zip(legacy.columns, r, strict=True))) for r in page]

@@ -21,7 +21,7 @@ class MigrationError(Exception):
 def migrated_event_id(legacy_id: int, created_us: int | None) -> bytes:
     """created_at in ns (8 bytes; 0 when unknown) | b"PLOG" | the legacy id (4 bytes).
 
-    The same row always gets the same id, so with INSERT IGNORE a re-run adds nothing, and ids sort
+    The same row always gets the same id, so with duplicates skipped a re-run adds nothing, and ids sort
     by created_at like live ones. A live id is time_ns | random node (4) | call sequence (4): it equals a
     migrated id only if a logger drew exactly b"PLOG" as its node (one in 2**32 loggers), logged at the
     very nanosecond of a legacy row and at a sequence number equal to that row's id.

@@ -1,0 +1,97 @@
+"""Writing a batch so that one row the database will never take cannot hold back the others.
+
+A permanent error (a failed CHECK, a value the column refuses) splits the batch in halves down to
+the row at fault, which is dead-lettered with the reason.
+
+A lost connection (2006, 2013, or an error the driver did not classify) is usually an outage, but
+it is also how MariaDB answers a statement over ``max_allowed_packet``, and retrying that forever
+would block the spool. So a batch that lost its connection quickly (a hung server is an outage; an
+oversize packet is refused at once), once the database has taken some other write since the last
+such failure, is split too: when both halves fail it is the database, and the error goes up as an
+outage; when one half passes, the other is searched. A single row that loses the connection on
+three attempts, with other rows written between them, is dead-lettered.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+
+from ..sinks.base import Row, Sink, SinkError
+from .stats import WriterStats
+
+AMBIGUOUS = frozenset({None, 0, 2006, 2013})  # the connection died mid-statement: outage or the rows' fault
+STRIKES = 3
+SLOW = 2.0  # seconds: a statement that failed after this long met a hung server, not a bad row
+
+
+class Isolator:
+    def __init__(self, sink: Sink, stats: WriterStats, dead_letter: Callable[[Row, str], None]) -> None:
+        self.sink = sink
+        self.stats = stats
+        self._dead_letter = dead_letter
+        self.writes_ok = 0  # successful sink writes; "the database took something since..."
+        self._ambiguous_at = -1  # writes_ok at the last ambiguous failure
+        self._strikes: dict[bytes, tuple[int, int]] = {}  # eventId -> (strikes, writes_ok at the last)
+
+    def write(self, rows: Sequence[Row]) -> None:
+        """Write rows, dead-lettering those at fault. Raises SinkError (transient) while the database
+        is away; the caller keeps the rows and tries again later."""
+        error = self._try(rows)
+        if error is not None:
+            self._isolate(rows, error)
+
+    def _try(self, rows: Sequence[Row]) -> SinkError | None:
+        """None when written; the error when it may be the rows' fault. Raises plain outages."""
+        started = time.perf_counter()
+        before = self.sink.statements
+        try:
+            self.sink.write(rows)
+        except SinkError as exc:
+            if exc.transient and (exc.code not in AMBIGUOUS or time.perf_counter() - started > SLOW):
+                raise
+            return exc
+        except Exception as exc:  # a driver failure on these rows, or a bug: not yet a reason to drop them
+            return SinkError(f"{type(exc).__name__}: {exc}", transient=True)
+        self.stats.timed(time.perf_counter() - started)
+        self.stats.flushes += self.sink.statements - before
+        self.stats.written += len(rows)
+        self.writes_ok += 1
+        if self._strikes:
+            for row in rows:
+                self._strikes.pop(row[0], None)
+        return None
+
+    def _isolate(self, rows: Sequence[Row], error: SinkError) -> None:
+        if error.transient:
+            progressed = self.writes_ok != self._ambiguous_at
+            self._ambiguous_at = self.writes_ok
+            if len(rows) == 1:
+                self._strike(rows[0], error)
+                return
+            if not progressed:
+                raise error
+        elif len(rows) == 1:
+            self._dead_letter(rows[0], str(error))
+            return
+        half = len(rows) // 2
+        parts = (rows[:half], rows[half:])
+        errors = [self._try(part) for part in parts]
+        if error.transient and all(e is not None and e.transient for e in errors):
+            raise error  # neither half went through: the database, not the rows
+        for part, part_error in zip(parts, errors, strict=True):
+            if part_error is not None:
+                self._isolate(part, part_error)
+
+    def _strike(self, row: Row, error: SinkError) -> None:
+        count, mark = self._strikes.get(row[0], (0, -1))
+        if count == 0 or mark != self.writes_ok:
+            count += 1
+        if count < STRIKES:
+            if len(self._strikes) > 10_000:
+                self._strikes.clear()
+            self._strikes[row[0]] = (count, self.writes_ok)
+            raise error
+        self._strikes.pop(row[0], None)
+        self._dead_letter(row, f"{error}; lost the connection on {STRIKES} attempts while other rows were "
+                               "written (over max_allowed_packet, or a row the driver cannot send)")

@@ -259,7 +259,7 @@ class EventLogger:
     def _wait_for_room(self) -> bool:
         """on_full='block': wait up to block_timeout for the writer to make room."""
         deadline = time.monotonic() + self._block_timeout
-        self._wake.set()
+        self._started().hurry()
         while len(self._queue) >= self._max_queue and time.monotonic() < deadline:
             time.sleep(0.001)
         return len(self._queue) < self._max_queue
@@ -366,7 +366,7 @@ class EventLogger:
                 writer.rotate_journal()
         marker = FlushMarker()
         self._queue.append(marker)
-        self._wake.set()
+        writer.hurry()
         return marker.done.wait(timeout) and marker.ok
 
     @_either

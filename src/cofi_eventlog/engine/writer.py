@@ -1,11 +1,12 @@
 """The writer: one thread per logger that empties the queue into the sink.
 
 Callers append tuples to ``queue`` (a deque: append and popleft are atomic) and set ``wake`` when a
-batch is ready. The thread wakes on that or every ``flush_interval``, normalizes what it took,
-and writes it. When the database fails transiently the rows go to the spool at once and the
-database is tried again after an exponential, jittered backoff; while it is down, batches go
-straight to the spool. When it answers, the spool is replayed. Rows the database will never take
-are isolated and dead-lettered (see isolate.py).
+batch is ready or a flush is asked for. Otherwise the thread writes once the oldest queued event has
+waited ``flush_interval`` (a linger, as Kafka's producer has), so a steady burst goes out in full
+batches rather than in a partial one at every tick. When the database fails transiently the rows
+go to the spool at once and the database is tried again after an exponential, jittered backoff;
+while it is down, batches go straight to the spool. When it answers, the spool is replayed. Rows
+the database will never take are isolated and dead-lettered (see isolate.py).
 """
 
 from __future__ import annotations
@@ -55,6 +56,7 @@ class Writer:
         self.journal = journal
         self.stats = WriterStats()
         self.backlog = True  # the spool may hold rows (ours or an earlier process's) not yet replayed
+        self._hurried = False
         self._warn = warn
         self._isolator = Isolator(sink, self.stats, self._dead_letter)
         self._backoff = Backoff()
@@ -121,9 +123,10 @@ class Writer:
     # -- the loop ------------------------------------------------------------------------------------
     def _run(self) -> None:
         while not self._stopping:
-            self.wake.wait(self.flush_interval)
+            self.wake.wait(self._linger())
             self.wake.clear()
-            self._cycle()
+            if self._due():
+                self._cycle()
         self._down_until = 0.0  # one last attempt at the database, whatever the backoff says
         self._cycle()
         if self.journal:
@@ -132,6 +135,34 @@ class Writer:
         self.sink.close()
         if self._abandoned:
             self.spool.close()
+
+    def hurry(self) -> None:
+        """Write what is queued now, without waiting for a full batch or the linger (flush, a full queue)."""
+        self._hurried = True
+        self.wake.set()
+
+    def _linger(self) -> float:
+        """Seconds until the oldest queued event has waited flush_interval."""
+        try:
+            oldest = self.queue[0]
+        except IndexError:
+            return self.flush_interval
+        if type(oldest) is not tuple:
+            return 0.0  # a marker: someone is waiting on it
+        called_ns = oldest[10] * 1000 if type(oldest[0]) is bytes else oldest[10]  # a row keeps µs, a call ns
+        waited = (time.time_ns() - called_ns) / 1e9
+        return min(self.flush_interval, max(0.0, self.flush_interval - waited))
+
+    def _due(self) -> bool:
+        """Whether this wake-up has work: a full batch, a flush or marker, an old enough event, the spool."""
+        if self._stopping or self._hurried or len(self.queue) >= self.batch_size:
+            self._hurried = False
+            return True
+        if self.queue and self._linger() == 0.0:
+            return True
+        if self.journal and self.spool.journal_due():
+            return True
+        return self.backlog and not self._is_down()
 
     def _cycle(self) -> None:
         """Write everything queued, then see to the spool. Never raises: the thread must not die."""

@@ -149,7 +149,7 @@ class Writer:
             return self.flush_interval
         if type(oldest) is not tuple:
             return 0.0  # a marker: someone is waiting on it
-        called_ns = oldest[10] * 1000 if type(oldest[0]) is bytes else oldest[10]  # a row keeps µs, a call ns
+        called_ns: int = oldest[10] * 1000 if type(oldest[0]) is bytes else oldest[10]  # row µs, call ns
         waited = (time.time_ns() - called_ns) / 1e9
         return min(self.flush_interval, max(0.0, self.flush_interval - waited))
 

@@ -6,6 +6,7 @@ this hides the two differences they meet: the placeholder style and identifier q
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from collections.abc import Sequence
 from typing import Any
@@ -28,12 +29,18 @@ def create_table_sql(dialect: str, table: str = DEFAULT_TABLE) -> str:
     raise ValueError(f"unknown dialect {dialect!r}")
 
 
+class MissingDatabase(ValueError):
+    """The SQLite file a reading tool was pointed at does not exist (opening it would create it)."""
+
+
 class Database:
     """One connection. ``sql`` uses ``%s`` placeholders and backtick-free names; see :meth:`name`."""
 
-    def __init__(self, dsn: str | Dsn, *, timeout: float = 30.0) -> None:
+    def __init__(self, dsn: str | Dsn, *, timeout: float = 30.0, must_exist: bool = False) -> None:
         self.dsn = parse_dsn(dsn) if isinstance(dsn, str) else dsn
         self.dialect = self.dsn.dialect
+        if must_exist and self.dialect == "sqlite" and not os.path.exists(self.dsn.path):
+            raise MissingDatabase(f"no database at {self.dsn.path}")
         if self.dialect == "mysql":
             self.conn: Any = mysql.connect(self.dsn, timeout=timeout, autocommit=True)
         else:

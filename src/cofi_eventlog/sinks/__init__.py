@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from .base import COLUMNS, EVENT_TYPES, Row, Sink, SinkError, is_identifier
+from .base import COLUMNS, EVENT_TYPES, Row, Sink, SinkError, is_identifier, iso_utc
 from .dsn import Dsn, parse_dsn
 from .mysql import MySQLSink
 from .sqlite import SQLiteSink
@@ -21,4 +21,4 @@ def open_sink(dsn: Dsn, table: str, *, create_table: bool = True, timeout: float
 
 
 __all__ = ["COLUMNS", "EVENT_TYPES", "Dsn", "MySQLSink", "Row", "SQLiteSink", "Sink", "SinkError",
-           "is_identifier", "open_sink", "parse_dsn"]
+           "is_identifier", "iso_utc", "open_sink", "parse_dsn"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime, timezone
 from typing import Protocol
 
 # A row as the writer hands it to a sink. Text is already bounded and free of lone surrogates, and
@@ -43,6 +44,12 @@ class Sink(Protocol):
 
     def abandon(self) -> None:
         """Forget the connection without closing it: a forked child shares it with its parent."""
+
+
+def iso_utc(micros: int) -> str:
+    """createdAt as text both dialects take: 'YYYY-MM-DD HH:MM:SS.ffffff', UTC."""
+    second, frac = divmod(micros, 1_000_000)
+    return datetime.fromtimestamp(second, timezone.utc).strftime("%Y-%m-%d %H:%M:%S") + f".{frac:06d}"
 
 
 def skip_duplicates(dialect: str) -> str:

@@ -5,10 +5,9 @@ from __future__ import annotations
 import os
 import sqlite3
 from collections.abc import Callable, Sequence
-from datetime import datetime, timezone
 from typing import Any
 
-from .base import COLUMNS, Row, SinkError, skip_duplicates
+from .base import COLUMNS, Row, SinkError, iso_utc, skip_duplicates
 
 
 def create_table_sql(table: str) -> str:
@@ -38,11 +37,6 @@ def connect(path: str, *, timeout: float = 10.0) -> sqlite3.Connection:
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=NORMAL")
     return conn
-
-
-def iso_utc(micros: int) -> str:
-    second, frac = divmod(micros, 1_000_000)
-    return datetime.fromtimestamp(second, timezone.utc).strftime("%Y-%m-%d %H:%M:%S") + f".{frac:06d}"
 
 
 class SQLiteSink:

@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from datetime import datetime
 from typing import Any
 
 from ..database import DEFAULT_TABLE, Database
-from ..sinks import SinkError, parse_dsn
+from ..sinks import SinkError
 
 FILE_EVENTS = {"file_start": "started", "file_complete": "completed", "error": "failed"}
 
@@ -151,12 +150,9 @@ def register(subparsers: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     try:
-        dsn = parse_dsn(args.dsn)
-        if dsn.dialect == "sqlite" and not os.path.exists(dsn.path):
-            raise ValueError(f"no database at {dsn.path}")
-        with Database(dsn) as db:
+        with Database(args.dsn, must_exist=True) as db:
             if not db.table_exists(args.table):
-                raise ValueError(f"{args.table} does not exist in {dsn.redacted()}")
+                raise ValueError(f"{args.table} does not exist in {db.dsn.redacted()}")
             batch = args.batch or latest_batch(db, args.table)
             report = build(db, args.table, batch, top=max(args.top, 0)) if batch is not None else None
     except (SinkError, ValueError) as exc:

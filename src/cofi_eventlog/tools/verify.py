@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from typing import Any
 
 from ..database import DEFAULT_TABLE, Database
-from ..sinks import SinkError, parse_dsn
+from ..sinks import SinkError
 
 
 def register(subparsers: Any) -> None:
@@ -58,10 +57,7 @@ def check(db: Database, batch: str, table: str, legacy: str, *, expect_errors: b
 
 def run(args: argparse.Namespace) -> int:
     try:
-        dsn = parse_dsn(args.dsn)
-        if dsn.dialect == "sqlite" and not os.path.exists(dsn.path):
-            raise ValueError(f"no database at {dsn.path}")
-        with Database(dsn) as db:
+        with Database(args.dsn, must_exist=True) as db:
             result = check(db, args.batch, args.table, args.legacy_table, expect_errors=args.expect_errors)
     except (SinkError, ValueError) as exc:
         print(f"verify: {exc}", file=sys.stderr)

@@ -8,13 +8,12 @@ an identical backup is kept, rows already copied are skipped, and the backup is 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from typing import Any
 
-from ...database import DEFAULT_TABLE, Database
-from ...sinks import COLUMNS, EVENT_TYPES, SinkError, parse_dsn
+from ...database import DEFAULT_TABLE, Database, MissingDatabase
+from ...sinks import COLUMNS, EVENT_TYPES, SinkError
 from ..progress import Progress
 from . import backup as backups
 from .backfill import backfill, column_limits
@@ -45,13 +44,13 @@ def run(args: argparse.Namespace) -> int:
         statuses = status_map(args.map_status)
         if args.chunk_size <= 0:
             raise MigrationError("--chunk-size must be positive")
-        if args.dsn.startswith("sqlite:") and not os.path.exists(parse_dsn(args.dsn).path):
-            print(f"no database at {parse_dsn(args.dsn).path}: nothing to migrate")
-            return 0
-        with Database(args.dsn) as db:
+        with Database(args.dsn, must_exist=True) as db:
             if db.dialect == "mysql":
                 db.execute("SET time_zone = '+00:00'")  # TIMESTAMP columns are read, and compared, in UTC
             return Migration(db, args, statuses).run()
+    except MissingDatabase as exc:
+        print(f"{exc}: nothing to migrate")
+        return 0
     except (MigrationError, SinkError, ValueError) as exc:
         print(f"migrate: {exc}", file=sys.stderr)
         return 2

@@ -8,6 +8,8 @@ from typing import Any
 
 import orjson
 
+from ...sinks import iso_utc
+
 # Bytes 8..11 of every migrated eventId; verification counts migrated rows by it.
 MARKER = b"PLOG"
 STATUS_EVENTS = {"failed": "error", "error": "error", "success": "file_complete"}
@@ -51,12 +53,6 @@ def micros_utc(value: Any) -> int | None:
         moment = moment.astimezone(timezone.utc).replace(tzinfo=None)
     delta = moment - _EPOCH
     return (delta.days * 86400 + delta.seconds) * 1_000_000 + delta.microseconds
-
-
-def iso(micros: int) -> str:
-    """The createdAt text both dialects take: 'YYYY-MM-DD HH:MM:SS.ffffff', UTC."""
-    second, frac = divmod(micros, 1_000_000)
-    return datetime.fromtimestamp(second, timezone.utc).strftime("%Y-%m-%d %H:%M:%S") + f".{frac:06d}"
 
 
 def metadata_of(payload: Any) -> tuple[str | None, bool]:
@@ -120,7 +116,7 @@ class RowMapper:
             self._check_fits(legacy_id, column, value)
         return (migrated_event_id(legacy_id, created), values["batchId"], values["stage"], values["eventType"],
                 values["fileName"], values["message"], None, None, None, values["metadata"],
-                iso(created if created is not None else self.run_micros))
+                iso_utc(created if created is not None else self.run_micros))
 
     def _check_fits(self, legacy_id: int, column: str, value: str | None) -> None:
         if value is None or column not in self.limits:

@@ -19,11 +19,12 @@ from typing import Any, ClassVar, Concatenate, Generic, ParamSpec, TypeVar
 from .engine import lifecycle
 from .engine.diagnostics import Warner, in_diagnostics
 from .engine.diagnostics import busy as diagnostics_busy
-from .engine.spool import Spool, default_spool_dir, encode, has_segments, spool_key
+from .engine.intake import Intake
+from .engine.spool import Spool, default_spool_dir, has_segments, spool_key
 from .engine.stats import AtomicCounter, WriterStats
 from .engine.writer import FlushMarker, Writer
 from .events import EventIds, Raw, normalize
-from .sinks import Row, is_identifier, open_sink, parse_dsn
+from .sinks import is_identifier, open_sink, parse_dsn
 
 DEFAULT_DSN = "sqlite:///cofi_eventlog.db"
 DURABILITY = ("memory", "spool")
@@ -109,6 +110,7 @@ class EventLogger:
         self._fast_pid = -1  # == os.getpid() only while the plain append path may be taken
         self._queue: deque[Any] = deque()
         self._writer: Writer | None = None
+        self._intake: Intake | None = None
         self._writer_pid = -1
         self._wake = threading.Event()
         self._start_lock = threading.Lock()
@@ -191,18 +193,11 @@ class EventLogger:
     def _emit(self, item: Raw) -> None:
         if self._fast_pid != _getpid():
             return self._emit_slow(item)
-        queue = self._queue  # the body of _enqueue, inlined: this is the path every call takes
+        queue = self._queue  # Intake.put, inlined: this is the path every call takes
         if len(queue) >= self._max_queue:
-            return self._overflow(item)
+            return self._started().overflow(item)
         queue.append(item)
         if len(queue) >= self._batch_size and not self._wake.is_set():
-            self._wake.set()
-
-    def _enqueue(self, item: Any) -> None:
-        if len(self._queue) >= self._max_queue:
-            return self._overflow(item)
-        self._queue.append(item)
-        if len(self._queue) >= self._batch_size and not self._wake.is_set():
             self._wake.set()
 
     def _emit_slow(self, item: Raw) -> None:
@@ -217,85 +212,27 @@ class EventLogger:
             if self._strict:
                 raise RuntimeError("EventLogger is closed")
             return
-        writer = self._started()
+        intake = self._started()
         if not (self._strict or self._durability == "spool"):
             if not diagnostics_busy():
                 self._fast_pid = _getpid()
-            return self._enqueue(item)
-        row, notes = normalize(item, writer.ids)
+            return intake.put(item)
+        row, notes = normalize(item, intake.writer.ids)
         if notes:
             if self._strict:
                 raise notes[0].as_error()
-            self._caller_coerced.add()
+            intake.coerced.add()
         if self._durability == "spool":
-            return self._journal(writer, row)
-        return self._enqueue(row)
-
-    def _journal(self, writer: Writer, row: Row) -> None:
-        """Spool mode: the event is in the journal (written, not synced) before the call returns.
-        With the queue full it stays only there, and replay delivers it."""
-        if len(self._queue) >= self._max_queue and self._on_full == "block":
-            self._wait_for_room()
-        record = encode([row])
-        spool = writer.spool
-        with spool.lock:
-            room = len(self._queue) < self._max_queue
-            problem = spool.journal_append(record, queued=room)
-            if room:
-                self._queue.append(row)
-        if problem is not None:
-            if room:
-                self._not_journaled.add()
-                self._warn("journal", f"{problem}; event kept in memory only")
-            else:
-                self._dropped_spool_full.add()
-                self._warn("full", f"queue full ({self._max_queue}) and {problem}; event dropped")
-        elif not room:
-            self._caller_spilled.add()
-            writer.backlog = True
-        if len(self._queue) >= self._batch_size and not self._wake.is_set():
-            self._wake.set()
-
-    def _wait_for_room(self) -> bool:
-        """on_full='block': wait up to block_timeout for the writer to make room."""
-        deadline = time.monotonic() + self._block_timeout
-        self._started().hurry()
-        while len(self._queue) >= self._max_queue and time.monotonic() < deadline:
-            time.sleep(0.001)
-        return len(self._queue) < self._max_queue
-
-    def _overflow(self, item: Any) -> None:
-        """The queue is full: spill to the journal (default), wait a bounded time, or drop."""
-        writer = self._started()
-        if self._on_full == "block" and self._wait_for_room():
-            self._queue.append(item)
-            return
-        if self._on_full == "drop":
-            self._dropped_queue_full.add()
-            self._warn("drop", f"queue full ({self._max_queue}); events dropped (on_full='drop')")
-            return
-        if type(item[0]) is bytes:
-            row = item
-        else:
-            row, notes = normalize(item, writer.ids)
-            if notes:
-                self._caller_coerced.add()
-        with writer.spool.lock:
-            problem = writer.spool.journal_append(encode([row]), queued=False)
-        if problem is None:
-            self._caller_spilled.add()
-            writer.backlog = True
-            self._warn("spill", f"queue full ({self._max_queue}); events spilled to {writer.spool.folder}")
-        else:
-            self._dropped_spool_full.add()
-            self._warn("full", f"queue full ({self._max_queue}) and {problem}; event dropped")
+            return intake.journal(row)
+        return intake.put(row)
 
     # -- the writer ----------------------------------------------------------------------------------
-    def _started(self) -> Writer:
-        """The writer for this process, started on the first call (and again in a forked child)."""
-        writer = self._writer
-        if writer is not None and self._writer_pid == _getpid():
-            return writer
+    def _started(self) -> Intake:
+        """The writer for this process, started on the first call (and again in a forked child), and
+        the callers' way into its queue."""
+        intake = self._intake
+        if intake is not None and self._writer_pid == _getpid():
+            return intake
         with self._start_lock:
             if self._writer is None or self._writer_pid != _getpid():
                 if self._writer is not None:
@@ -309,9 +246,12 @@ class EventLogger:
                 self._wake = writer.wake
                 self._writer_pid = _getpid()
                 self._writer = writer
+                self._intake = Intake(writer, max_queue=self._max_queue, batch_size=self._batch_size,
+                                      on_full=self._on_full, block_timeout=self._block_timeout, warn=self._warn)
                 writer.start()
                 lifecycle.track(self)
-            return self._writer
+            assert self._intake is not None
+            return self._intake
 
     def after_fork_in_child(self) -> None:
         """Fork: the parent writes its own queued events; the child starts empty, with its own
@@ -320,6 +260,7 @@ class EventLogger:
         self._queue = deque()
         self._fast_pid = -1
         self._writer = None
+        self._intake = None
         self._lock = threading.Lock()
         self._start_lock = threading.Lock()
         self._reset_counters()
@@ -329,11 +270,6 @@ class EventLogger:
 
     def _reset_counters(self) -> None:
         self._seq = AtomicCounter()  # numbers every accepted call; its value is stats()['enqueued']
-        self._caller_spilled = AtomicCounter()
-        self._caller_coerced = AtomicCounter()
-        self._not_journaled = AtomicCounter()
-        self._dropped_queue_full = AtomicCounter()
-        self._dropped_spool_full = AtomicCounter()
         self._dropped_closed = AtomicCounter()
         self._dropped_recursion = AtomicCounter()
 
@@ -357,7 +293,7 @@ class EventLogger:
         if writer is None or self._writer_pid != _getpid():
             if self._closed or not has_segments(self._spool_dir):
                 return True
-            writer = self._started()
+            writer = self._started().writer
         if self._closed:
             return not self._queue and not writer.backlog
         if self._durability == "spool":
@@ -394,11 +330,14 @@ class EventLogger:
     @_either
     def stats(self) -> dict[str, Any]:
         """Counters since this logger started in this process; the password never appears here."""
-        writer = self._writer if self._writer_pid == _getpid() else None
+        ours = self._writer_pid == _getpid()
+        writer = self._writer if ours else None
         w = writer.stats if writer is not None else WriterStats()
+        calls = self._intake.counts() if ours and self._intake is not None else dict.fromkeys(
+            ("spilled", "coerced", "not_journaled", "dropped_queue_full", "dropped_spool_full"), 0)
         drops = {
-            "dropped_queue_full": self._dropped_queue_full.value,
-            "dropped_spool_full": self._dropped_spool_full.value + w.dropped_spool_full,
+            "dropped_queue_full": calls["dropped_queue_full"],
+            "dropped_spool_full": calls["dropped_spool_full"] + w.dropped_spool_full,
             "dropped_closed": self._dropped_closed.value,
             "dropped_recursion": self._dropped_recursion.value,
             "dropped_writer_error": w.dropped_writer_error,
@@ -412,11 +351,11 @@ class EventLogger:
             "flushes": w.flushes,
             "retries": w.retries,
             "last_error": w.last_error,
-            "coerced": self._caller_coerced.value + w.coerced,
-            "spilled": self._caller_spilled.value + w.spilled,
+            "coerced": calls["coerced"] + w.coerced,
+            "spilled": calls["spilled"] + w.spilled,
             "replayed": w.replayed,
             "dead_lettered": w.dead_lettered,
-            "not_journaled": self._not_journaled.value,
+            "not_journaled": calls["not_journaled"],
             "spool_bytes": writer.spool.bytes if writer is not None else 0,
             "spool_torn_bytes": w.spool_torn_bytes,
             "flush_seconds_last": w.flush_seconds_last,

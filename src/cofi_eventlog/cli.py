@@ -4,27 +4,25 @@ exposes ``register(subparsers)``; this file only wires them together."""
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
 from collections.abc import Sequence
 
 from . import __version__
+from .tools import check_refs, init_db, migrate, report, simulate, verify
 
-# module names under cofi_eventlog.tools, in the order `--help` lists them
-SUBCOMMANDS = ("demo", "simulate", "init_db", "migrate", "verify", "check_refs", "report")
+# in the order `--help` lists them
+SUBCOMMANDS = (simulate, init_db, migrate, verify, check_refs, report)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="cofi-eventlog", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="cofi-eventlog",
+        description="The batchExecutionLog event logger's tools: measure the write reduction (simulate), "
+                    "and carry out the migration from processing_logs (init-db, migrate, verify, check-refs, "
+                    "report).")
     parser.add_argument("--version", action="version", version=f"cofi-eventlog {__version__}")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name in SUBCOMMANDS:
-        try:
-            module = importlib.import_module(f"cofi_eventlog.tools.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name != f"cofi_eventlog.tools.{name}":
-                raise
-            continue
+    for module in SUBCOMMANDS:
         module.register(subparsers)
     return parser
 

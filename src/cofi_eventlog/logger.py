@@ -19,7 +19,7 @@ from typing import Any, ClassVar, Concatenate, Generic, ParamSpec, TypeVar
 from .engine import lifecycle
 from .engine.diagnostics import Warner, in_diagnostics
 from .engine.diagnostics import busy as diagnostics_busy
-from .engine.intake import Intake
+from .engine.intake import COUNTS, Intake
 from .engine.spool import Spool, default_spool_dir, has_segments, spool_key
 from .engine.stats import AtomicCounter, WriterStats
 from .engine.writer import FlushMarker, Writer
@@ -333,8 +333,7 @@ class EventLogger:
         ours = self._writer_pid == _getpid()
         writer = self._writer if ours else None
         w = writer.stats if writer is not None else WriterStats()
-        calls = self._intake.counts() if ours and self._intake is not None else dict.fromkeys(
-            ("spilled", "coerced", "not_journaled", "dropped_queue_full", "dropped_spool_full"), 0)
+        calls = self._intake.counts() if ours and self._intake is not None else dict.fromkeys(COUNTS, 0)
         drops = {
             "dropped_queue_full": calls["dropped_queue_full"],
             "dropped_spool_full": calls["dropped_spool_full"] + w.dropped_spool_full,

@@ -14,6 +14,9 @@ from .spool import encode
 from .stats import AtomicCounter
 from .writer import Writer
 
+# the counters stats() reports from here, summed with the writer's where it keeps the same kind
+COUNTS = ("spilled", "coerced", "not_journaled", "dropped_queue_full", "dropped_spool_full")
+
 
 class Intake:
     def __init__(self, writer: Writer, *, max_queue: int, batch_size: int, on_full: str, block_timeout: float,
@@ -102,6 +105,4 @@ class Intake:
         return len(self.queue) < self.max_queue
 
     def counts(self) -> dict[str, int]:
-        return {"spilled": self.spilled.value, "coerced": self.coerced.value,
-                "not_journaled": self.not_journaled.value, "dropped_queue_full": self.dropped_queue_full.value,
-                "dropped_spool_full": self.dropped_spool_full.value}
+        return {name: getattr(self, name).value for name in COUNTS}

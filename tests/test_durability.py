@@ -85,7 +85,7 @@ def test_sigkill_in_spool_mode_loses_no_event_whose_call_returned(
 
 def test_sigkill_in_memory_mode_loses_what_was_queued_and_nothing_written(
         mysql_dsn: str, mysql_table: str, spool_dir: str) -> None:
-    """What the README says a SIGKILL costs under durability='memory'."""
+    """What docs/guarantees.md says a SIGKILL costs under durability='memory'."""
     run_and_kill([mysql_dsn, mysql_table, spool_dir, "memory"], returned=500)
     replayer = EventLogger(mysql_dsn, table=mysql_table, spool_dir=spool_dir)
     assert replayer.flush(timeout=30)

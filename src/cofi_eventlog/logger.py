@@ -61,7 +61,7 @@ class EventLogger:
       durability     'memory' (default) or 'spool': each call is appended to the disk journal first
       on_full        queue full: 'spill' to disk (default), 'block' up to block_timeout, or 'drop'
       block_timeout  seconds a 'block' call may wait before spilling (default 1.0)
-      spool_dir      folder for the spool (default per user, see README)
+      spool_dir      folder for the spool (default per user, see docs/guarantees.md)
       max_spool_bytes spool size cap; events beyond it are dropped and counted (default 1 GiB)
       exit_timeout   seconds the exit hook may spend draining (default 5.0)
       timeout        database connect/read/write timeout in seconds (default 10.0)
@@ -97,8 +97,7 @@ class EventLogger:
         self._durability = durability
         self._on_full = on_full
         self._block_timeout = block_timeout
-        target = os.path.abspath(self._dsn.path) if self._dsn.dialect == "sqlite" else self._dsn.redacted()
-        self._spool_dir = os.path.join(spool_dir or default_spool_dir(), spool_key(target, table))
+        self._spool_dir = os.path.join(spool_dir or default_spool_dir(), spool_key(self._dsn.identity(), table))
         self._max_spool_bytes = max_spool_bytes
         self._exit_timeout = exit_timeout
         self._timeout = timeout
@@ -285,7 +284,7 @@ class EventLogger:
     def flush(self, timeout: float | None = None) -> bool:
         """True once everything enqueued before the call is in the database (or dead-lettered).
         False at the timeout or while the database is away; what is unwritten is then in the spool
-        or on its way there (see README, Guarantees). With durability='spool' the spool files are
+        or on its way there (see docs/guarantees.md). With durability='spool' the spool files are
         fsynced first, so not even a power loss after the call loses what was logged before it.
 
         A logger that has not logged yet still replays a spool an earlier process left behind."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from urllib.parse import parse_qsl, unquote, urlsplit
 
@@ -26,6 +27,12 @@ class Dsn:
             return f"sqlite:///{self.path}"
         secret = ":***" if self.password else ""
         return f"mysql://{self.user}{secret}@{self.host}:{self.port}/{self.database}"
+
+    def identity(self) -> str:
+        """Where rows go, without credentials: the spool of one target is found again whoever logs in."""
+        if self.dialect == "sqlite":
+            return f"sqlite:///{os.path.abspath(self.path)}"
+        return f"mysql://{self.host}:{self.port}/{self.database}"
 
     def __str__(self) -> str:
         return self.redacted()

@@ -32,7 +32,7 @@ _ESCAPES = {0: "\\0", ord("\\"): "\\\\", ord("\n"): "\\n", ord("\r"): "\\r", 26:
 
 
 def create_table_sql(table: str) -> str:
-    """DDL for MySQL/MariaDB. eventId is the primary key: see README, "Why eventId is the key"."""
+    """DDL for MySQL/MariaDB. eventId is the primary key: see docs/design.md, "Why eventId is the primary key"."""
     return f"""CREATE TABLE IF NOT EXISTS `{table}` (
   `eventId` BINARY(16) NOT NULL,
   `batchId` VARCHAR(128) NOT NULL,

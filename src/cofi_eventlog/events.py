@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import traceback
 from typing import Any
 
@@ -24,7 +25,9 @@ Raw = tuple[str, Any, Any, Any, Any, Any, Any, Any, Any, Any, int, int]
 LIMITS = {"batch_id": 128, "stage": 64, "file_name": 1024, "gpu_ip": 64, "message": 65536}
 MAX_METADATA_BYTES = 1 << 20
 MAX_TRACEBACK_CHARS = 8192
-MAX_DEPTH = 64
+# Levels of arrays and objects in one metadata document, its own object included. MariaDB's json_valid (the
+# CHECK behind a JSON column) refuses 32 (error 4025), MySQL 8 refuses 101; the lower bound serves both.
+MAX_JSON_DEPTH = 31
 TRUNCATED = "…[truncated {} chars]"
 
 
@@ -72,7 +75,7 @@ def clean_text(value: Any, argument: str, notes: list[Coercion], limit: int | No
             value = str.__str__(value)
         else:
             notes.append(Coercion(argument, f"expected str, got {type(value).__name__}", wrong_type=True))
-            value = _safe_repr(value) if not isinstance(value, bytes) else _bytes_text(value)
+            value = safe_repr(value) if not isinstance(value, bytes) else _bytes_text(value)
     text: str = value
     if required and not text:
         notes.append(Coercion(argument, "is empty"))
@@ -98,8 +101,8 @@ def clean_count(value: Any, argument: str, notes: list[Coercion]) -> int | None:
         number = int(value)
         if (isinstance(value, float) and number != value) or not -(1 << 63) <= number < (1 << 63):
             raise ValueError
-    except (TypeError, ValueError, OverflowError):
-        notes.append(Coercion(argument, f"{_safe_repr(value)[:64]} is not a 64-bit integer; stored NULL",
+    except Exception:  # TypeError, ValueError, OverflowError, or whatever a hostile __int__ raises
+        notes.append(Coercion(argument, f"{safe_repr(value)[:64]} is not a 64-bit integer; stored NULL",
                               wrong_type=not isinstance(value, (int, float))))
         return None
     notes.append(Coercion(argument, f"{type(value).__name__} converted to int"))
@@ -107,15 +110,35 @@ def clean_count(value: Any, argument: str, notes: list[Coercion]) -> int | None:
 
 
 def to_json(data: dict[str, Any], notes: list[Coercion]) -> str:
-    """JSON text for the metadata column. orjson first; the slow walk only when it refused or wrote null
-    (orjson turns NaN into null silently, and a coerced NaN must be counted)."""
+    """JSON text for the metadata column. orjson first; the slow walk only when it refused, wrote null
+    (orjson turns NaN into null silently, and a coerced NaN must be counted), or nested too deep."""
     try:
         out = orjson.dumps(data)
-        if b"null" not in out:
+        if b"null" not in out and _depth_fits(out):
             return _bounded_json(out, notes)
     except (TypeError, orjson.JSONEncodeError):
         pass
     return _bounded_json(orjson.dumps(_jsonable(data, "metadata", notes, 0, set())), notes)
+
+
+_STRINGS = re.compile(rb'"(?:[^"\\]|\\.)*"')
+_BRACKETS = re.compile(rb"[\[\]{}]")
+
+
+def _depth_fits(out: bytes) -> bool:
+    """Whether JSON text nests at most MAX_JSON_DEPTH levels. Counting brackets settles nearly every
+    document at C speed; only one with more brackets than levels allowed is scanned."""
+    if out.count(b"[") + out.count(b"{") <= MAX_JSON_DEPTH:
+        return True
+    depth = 0
+    for bracket in _BRACKETS.findall(_STRINGS.sub(b"", out)):
+        if bracket in (b"[", b"{"):
+            depth += 1
+            if depth > MAX_JSON_DEPTH:
+                return False
+        else:
+            depth -= 1
+    return True
 
 
 def _bounded_json(out: bytes, notes: list[Coercion]) -> str:
@@ -128,7 +151,8 @@ def _bounded_json(out: bytes, notes: list[Coercion]) -> str:
 
 
 def _jsonable(obj: Any, path: str, notes: list[Coercion], depth: int, seen: set[int]) -> Any:
-    """A JSON-safe copy of obj; every change is noted."""
+    """A JSON-safe copy of obj, whose own container sits ``depth`` levels down; every change is noted.
+    An object that fails while being read (a detached ORM row, say) is stored as its repr."""
     if obj is None or obj is True or obj is False:
         return obj
     kind = type(obj)
@@ -144,27 +168,29 @@ def _jsonable(obj: Any, path: str, notes: list[Coercion], depth: int, seen: set[
             return obj
         notes.append(Coercion(path, f"{obj!r} is not JSON; stored as text"))
         return repr(obj)
-    if depth >= MAX_DEPTH:
-        notes.append(Coercion(path, f"nested deeper than {MAX_DEPTH}; cut"))
-        return "…[too deep]"
+    try:
+        return _container(obj, path, notes, depth, seen)
+    except Exception as exc:
+        notes.append(Coercion(path, f"{kind.__name__} could not be read ({type(exc).__name__}); stored as repr"))
+        return clean_text(safe_repr(obj), path, notes, limit=4096)
+
+
+def _container(obj: Any, path: str, notes: list[Coercion], depth: int, seen: set[int]) -> Any:
+    kind = type(obj)
     if isinstance(obj, (dict, list, tuple, set, frozenset)):
+        if depth >= MAX_JSON_DEPTH:
+            notes.append(Coercion(path, f"nested deeper than {MAX_JSON_DEPTH} levels; cut"))
+            return "…[too deep]"
         if id(obj) in seen:
             notes.append(Coercion(path, "cycle; the repeated reference stored as a marker"))
             return "…[cycle]"
         seen.add(id(obj))
         try:
             if isinstance(obj, dict):
-                out: dict[str, Any] = {}
-                for key, value in obj.items():
-                    if not isinstance(key, str):
-                        notes.append(Coercion(path, f"{type(key).__name__} key {_safe_repr(key)[:32]} as text"))
-                        key = _safe_repr(key)
-                    key = clean_text(key, path, notes, limit=1024) or ""
-                    out[key] = _jsonable(value, f"{path}.{key}", notes, depth + 1, seen)
-                return out
+                return _object(obj, path, notes, depth, seen)
             if isinstance(obj, (set, frozenset)):
                 notes.append(Coercion(path, f"{kind.__name__} stored as a list"))
-                items: Any = sorted(obj, key=repr)
+                items: Any = sorted(obj, key=safe_repr)
             else:
                 items = obj
             return [_jsonable(v, f"{path}[{i}]", notes, depth + 1, seen) for i, v in enumerate(items)]
@@ -177,7 +203,28 @@ def _jsonable(obj: Any, path: str, notes: list[Coercion], depth: int, seen: set[
         return orjson.loads(orjson.dumps(obj))
     except (TypeError, orjson.JSONEncodeError):
         notes.append(Coercion(path, f"{kind.__name__} is not JSON; stored as repr"))
-        return clean_text(_safe_repr(obj), path, notes, limit=4096)
+        return clean_text(safe_repr(obj), path, notes, limit=4096)
+
+
+def _object(obj: dict[Any, Any], path: str, notes: list[Coercion], depth: int, seen: set[int]) -> dict[str, Any]:
+    """Text keys first, so that a key coerced to text (``1``) never takes the place of a real one (``"1"``);
+    a coerced key that would collide is renamed, and the renaming is noted."""
+    pairs = sorted(obj.items(), key=lambda kv: type(kv[0]) is not str)
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if isinstance(key, str):
+            text = clean_text(key, path, notes, limit=1024) or ""
+        else:
+            notes.append(Coercion(path, f"{type(key).__name__} key {safe_repr(key)[:32]} as text"))
+            text = clean_text(safe_repr(key), path, notes, limit=1024) or ""
+        if text in out:
+            base = text if isinstance(key, str) else f"{text} ({type(key).__name__})"
+            text, n = base, 2
+            while text in out:
+                text, n = f"{base} ({n})", n + 1
+            notes.append(Coercion(path, f"key {safe_repr(key)[:32]} collides with another; stored as {text!r}"))
+        out[text] = _jsonable(value, f"{path}.{text}", notes, depth + 1, seen)
+    return out
 
 
 def _bytes_text(value: bytes) -> str:
@@ -187,7 +234,7 @@ def _bytes_text(value: bytes) -> str:
         return "hex:" + value.hex()
 
 
-def _safe_repr(value: Any) -> str:
+def safe_repr(value: Any) -> str:
     try:
         return repr(value)
     except Exception as exc:  # a broken __repr__ must not lose the event
@@ -209,21 +256,36 @@ def _safe_str(value: Any) -> str:
     try:
         return str(value)
     except Exception:  # a broken __str__ must not lose the event
-        return _safe_repr(value)
+        return safe_repr(value)
 
 
 def normalize(raw: Raw, ids: EventIds) -> tuple[Row, list[Coercion]]:
-    """Build the row for one call; coercions are listed in metadata["coerced"] and returned."""
+    """Build the row for one call; coercions are listed in metadata["coerced"] and returned.
+
+    Never raises: an argument that fails while being read is stored as its repr, and should anything
+    else fail, the event is kept with every argument as text (see :func:`_as_text`)."""
+    try:
+        return _build(raw, ids)
+    except Exception as exc:
+        return _as_text(raw, ids, exc)
+
+
+def _build(raw: Raw, ids: EventIds) -> tuple[Row, list[Coercion]]:
     etype, batch_id, stage, file_name, message, gpu_ip, processed, total, payload, metadata, time_ns, seq = raw
     notes: list[Coercion] = []
     meta: dict[str, Any] = {}
     if metadata is not None:
-        if isinstance(metadata, dict):
-            meta.update(metadata)
-        else:
+        if not isinstance(metadata, dict):
             notes.append(Coercion("metadata", f"expected dict, got {type(metadata).__name__}; stored under "
                                               "'metadata'", wrong_type=True))
             meta["metadata"] = metadata
+        else:
+            try:
+                meta.update(metadata)
+            except Exception as exc:
+                notes.append(Coercion("metadata", f"{type(metadata).__name__} could not be read "
+                                                  f"({type(exc).__name__}); stored as repr", wrong_type=True))
+                meta["metadata"] = safe_repr(metadata)
     batch = clean_text(batch_id, "batch_id", notes, required=True)
     text = describe_error(message, notes, meta)
     row_stage = clean_text(stage, "stage", notes)
@@ -240,3 +302,24 @@ def normalize(raw: Raw, ids: EventIds) -> tuple[Row, list[Coercion]]:
     row: Row = (ids.make(time_ns, seq), batch or "unknown", row_stage, etype, fname, text, gpu, done, count,
                 meta_json, time_ns // 1000)
     return row, notes
+
+
+def _as_text(raw: Raw, ids: EventIds, exc: Exception) -> tuple[Row, list[Coercion]]:
+    """The last resort: the event with each argument as its repr, so that nothing is lost."""
+    etype, batch_id, stage, file_name, message, gpu_ip, processed, total, payload, metadata, time_ns, seq = raw
+    note = Coercion("event", f"could not be serialized ({type(exc).__name__}); arguments stored as text",
+                    wrong_type=True)
+
+    def text(value: Any, argument: str) -> str | None:
+        if value is None or type(value) is str:
+            return clean_text(value, argument, [])
+        return clean_text(safe_repr(value), argument, [])
+
+    call = {"processed": safe_repr(processed), "total": safe_repr(total), "payload": safe_repr(payload),
+            "metadata": safe_repr(metadata)}
+    meta = orjson.dumps({"coerced": [str(note)], "call": {k: clean_text(v, k, [], limit=4096)
+                                                          for k, v in call.items()}}).decode()
+    row: Row = (ids.make(time_ns, seq), text(batch_id, "batch_id") or "unknown", text(stage, "stage"), etype,
+                text(file_name, "file_name"), text(message, "message"), text(gpu_ip, "gpu_ip"), None, None,
+                meta, time_ns // 1000)
+    return row, [note]

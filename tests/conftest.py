@@ -39,6 +39,23 @@ def _private_state_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[No
         os.environ["XDG_STATE_HOME"] = old
 
 
+@pytest.fixture(autouse=True)
+def _own_environment() -> Iterator[None]:
+    """EventLogger.configure() exports its settings to the environment (for child processes); keep each
+    test's settings, and its process-wide logger, to that test."""
+    from cofi_eventlog import EventLogger
+
+    saved = {k: os.environ.get(k) for k in ("COFI_EVENTLOG_DSN", "COFI_EVENTLOG_OPTIONS")}
+    yield
+    if EventLogger._default is not None:
+        EventLogger._default.close()
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
 @pytest.fixture(scope="session")
 def mysql_dsn() -> str:
     """The MySQL DSN, or a skip (a failure under COFI_EVENTLOG_REQUIRE_MYSQL=1) when it is unreachable."""

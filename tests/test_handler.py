@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -54,12 +58,44 @@ def test_records_with_a_batch_become_events(backend: tuple[str, str], app_log: l
     raised = rows["errormodel timed out"]
     assert meta(raised)["error_type"] == "TimeoutError"
     assert "raise TimeoutError" in meta(raised)["traceback"]
-    assert meta(raised)["payload"] == {"log_message": "LID gave up on a.wav"}
+    assert meta(raised)["log_message"] == "LID gave up on a.wav" and "payload" not in meta(raised)
 
     progress = rows["progressNone"]
     assert (progress["processed"], progress["total"]) == (5, 10)
     assert meta(progress)["message"] == "halfway"
     assert rows["batch_startNone"]["total"] == 10
+
+
+def test_every_record_keeps_its_file_name_and_its_payload_where_file_error_puts_it(
+        backend: tuple[str, str], app_log: logging.Logger) -> None:
+    dsn, table = backend
+    with EventLogger(dsn, table=table) as events:
+        app_log.addHandler(EventLogHandler(events))
+        where = {"batch_id": "b1", "stage": "lid", "file_name": "a.wav", "payload": {"frames": 3}}
+        app_log.info("halfway", extra={**where, "processed": 1, "total": 2})
+        try:
+            raise KeyError("lang")
+        except KeyError:
+            app_log.exception("LID failed", extra=where)
+        events.file_error("b1", "lid", "a.wav", "direct", payload={"frames": 3})
+        assert events.flush(10)
+    rows = rows_of(dsn, table)
+    assert [r["fileName"] for r in rows] == ["a.wav"] * 3
+    assert [meta(r)["payload"] for r in rows] == [{"frames": 3}] * 3
+    assert meta(rows[1])["log_message"] == "LID failed"
+
+
+def test_the_documented_example_runs_as_written(mysql_dsn: str, mysql_table: str, tmp_path: Path) -> None:
+    """docs/handler.md's example, copied as it stands into a fresh interpreter: its INFO record is an event."""
+    text = (Path(__file__).parent.parent / "docs" / "handler.md").read_text()
+    example = text.split("```python\n", 1)[1].split("```", 1)[0]
+    env = {**os.environ, "COFI_EVENTLOG_DSN": mysql_dsn,
+           "COFI_EVENTLOG_OPTIONS": json.dumps({"table": mysql_table, "spool_dir": str(tmp_path)})}
+    done = subprocess.run([sys.executable, "-c", example], env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    rows = rows_of(mysql_dsn, mysql_table)
+    assert [(r["eventType"], r["fileName"]) for r in rows] == [("file_start", "a.wav"), ("error", "a.wav")]
+    assert meta(rows[1])["payload"] == {"duration_s": 0.2}
 
 
 def test_the_library_s_own_warnings_never_come_back(backend: tuple[str, str], app_log: logging.Logger) -> None:

@@ -5,10 +5,12 @@
 
 ERROR and above become 'error' events. With an exception, the message is the exception's text, its
 type and traceback are kept as ``EventLogger.file_error`` keeps them, and the record's own text goes
-to the payload as ``log_message``. Lower levels become the event named by ``extra={"event": ...}`` (file_start,
-file_complete, progress, stage_start, stage_complete, batch_start, batch_complete), or 'progress'
-when none is named; the record's message goes to ``metadata["message"]``. Records without a
-``batch_id`` are not events and are passed over.
+to ``metadata["log_message"]``. Lower levels become the event named by ``extra={"event": ...}``
+(file_start, file_complete, progress, stage_start, stage_complete, batch_start, batch_complete), or
+'progress' when none is named; the record's message goes to ``metadata["message"]``. Every event
+keeps the record's ``stage``, ``file_name`` and ``gpu_ip``, and its ``payload`` goes where
+``file_error(payload=...)`` puts it: ``metadata["payload"]``. Records without a ``batch_id`` are not
+events and are passed over.
 """
 
 from __future__ import annotations
@@ -71,47 +73,25 @@ class EventLogHandler(logging.Handler):
         if batch is None:
             return False
         # whatever the record carries goes through as given: the logger coerces and counts bad values
-        stage: Any = fields.get("stage")
-        file_name: Any = fields.get("file_name")
-        gpu: Any = fields.get("gpu_ip")
-        processed: Any = fields.get("processed")
-        total: Any = fields.get("total")
-        log = self._target()
-        if record.levelno >= logging.ERROR:
-            text = record.getMessage()
-            payload = fields.get("payload")
-            error = record.exc_info[1] if record.exc_info else None
-            if error is None:
-                log.file_error(batch, stage, file_name, text, gpu, payload=payload)
-                return True
-            if text and text != _text_of(error):  # the exception is the message; the record's own text is kept too
-                payload = {"log_message": text} if payload is None else {"log_message": text, "payload": payload}
-            log.file_error(batch, stage, file_name, error, gpu, payload=payload)
-            return True
-        event = fields.get("event") or "progress"
-        metadata: dict[str, Any] = {"message": record.getMessage(), "level": record.levelname,
-                                    "logger": record.name}
+        where: dict[str, Any] = {"stage": fields.get("stage"), "file_name": fields.get("file_name"),
+                                 "gpu_ip": fields.get("gpu_ip"), "payload": fields.get("payload")}
+        metadata: dict[str, Any] = {"level": record.levelname, "logger": record.name}
         extra_metadata = fields.get("metadata")
         if isinstance(extra_metadata, dict):
             metadata.update(extra_metadata)
         elif extra_metadata is not None:
             metadata["metadata"] = extra_metadata
-        if event == "file_start":
-            log.file_started(batch, stage, file_name, gpu, metadata=metadata)
-        elif event == "file_complete":
-            log.file_completed(batch, stage, file_name, gpu, metadata=metadata)
-        elif event == "progress":
-            log.progress(batch, stage, processed, total, gpu_ip=gpu, metadata=metadata)
-        elif event == "stage_start":
-            log.stage_started(batch, stage, gpu_ip=gpu, metadata=metadata)
-        elif event == "stage_complete":
-            log.stage_completed(batch, stage, gpu_ip=gpu, metadata=metadata)
-        elif event == "batch_start":
-            log.batch_started(batch, total_files=total, metadata=metadata)
-        elif event == "batch_complete":
-            log.batch_completed(batch, metadata=metadata)
-        else:
-            raise ValueError(f"extra 'event' must name an event type, got {event!r}")
+        log = self._target()
+        text = record.getMessage()
+        if record.levelno >= logging.ERROR:
+            error = record.exc_info[1] if record.exc_info else None
+            if error is not None and text and text != _text_of(error):  # keep the record's own text too
+                metadata["log_message"] = text
+            log.event("error", batch, message=text if error is None else error, metadata=metadata, **where)
+            return True
+        metadata["message"] = text
+        log.event(fields.get("event") or "progress", batch, processed=fields.get("processed"),
+                  total=fields.get("total"), metadata=metadata, **where)
         return True
 
     def flush(self) -> None:

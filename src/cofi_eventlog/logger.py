@@ -1,32 +1,44 @@
 """EventLogger: the call-site API.
 
-Every event method works on the class, where it goes to the process-wide logger (made on first use
-from ``COFI_EVENTLOG_DSN``, else ``sqlite:///cofi_eventlog.db``), and on an instance. In the default
-mode a call packs its arguments into a tuple and appends it to the queue: no I/O, no lock, no
-normalization on the caller's thread.
+Every event method works on the class, where it goes to the process-wide logger, and on an instance.
+In the default mode a call packs its arguments into a tuple and appends it to the queue: no I/O, no
+lock, no normalization on the caller's thread.
+
+The process-wide logger is made on first use from the environment: ``COFI_EVENTLOG_DSN`` and
+``COFI_EVENTLOG_OPTIONS`` (JSON), which :meth:`EventLogger.configure` sets, so that spawn and
+forkserver children, which import the package afresh, log where their parent configured. Without a
+DSN it is the SQLite file ``cofi_eventlog.db`` in the working directory, and it says so once.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from pathlib import Path
 from types import MethodType
 from typing import Any, ClassVar, Concatenate, Generic, ParamSpec, TypeVar
+
+import orjson
 
 from .engine import lifecycle
 from .engine.diagnostics import Warner, in_diagnostics
 from .engine.diagnostics import busy as diagnostics_busy
 from .engine.intake import COUNTS, Intake
-from .engine.spool import Spool, default_spool_dir, has_segments, spool_key
+from .engine.spool import Spool, default_spool_dir, has_segments, secure_folder, spool_key
 from .engine.stats import AtomicCounter, WriterStats
 from .engine.writer import FlushMarker, Writer
 from .events import EventIds, Raw, normalize
-from .sinks import is_identifier, open_sink, parse_dsn
+from .sinks import EVENT_TYPES, Dsn, Sink, SinkError, is_identifier, open_sink, parse_dsn
+from .sinks.unusable import UnusableSink
 
 DEFAULT_DSN = "sqlite:///cofi_eventlog.db"
+ENV_DSN = "COFI_EVENTLOG_DSN"
+ENV_OPTIONS = "COFI_EVENTLOG_OPTIONS"
+LOCAL_OPTIONS = ("on_connect", "preflight")  # never travel to child processes
 DURABILITY = ("memory", "spool")
 ON_FULL = ("spill", "block", "drop")
 
@@ -47,6 +59,10 @@ class _either(Generic[P, R]):
         return MethodType(self.func, obj if obj is not None else owner.default())
 
 
+class PreflightError(RuntimeError):
+    """The logger cannot write where it is configured to (see :meth:`EventLogger.preflight`)."""
+
+
 class EventLogger:
     """A buffered writer of pipeline events into ``batchExecutionLog``.
 
@@ -65,6 +81,8 @@ class EventLogger:
       max_spool_bytes spool size cap; events beyond it are dropped and counted (default 1 GiB)
       exit_timeout   seconds the exit hook may spend draining (default 5.0)
       timeout        database connect/read/write timeout in seconds (default 10.0)
+      gpu_ip         recorded on events whose call gives no gpu_ip (default None): set it once per process
+      preflight      connect and check the table now, raising PreflightError (default False)
       on_connect     called with each new DB-API connection the writer opens (session settings, tracing)
     """
 
@@ -75,8 +93,8 @@ class EventLogger:
                  flush_interval: float = 0.5, max_queue: int = 131072, strict: bool = False,
                  create_table: bool = True, durability: str = "memory", on_full: str = "spill",
                  block_timeout: float = 1.0, spool_dir: str | None = None, max_spool_bytes: int = 1 << 30,
-                 exit_timeout: float = 5.0, timeout: float = 10.0,
-                 on_connect: Callable[[Any], None] | None = None) -> None:
+                 exit_timeout: float = 5.0, timeout: float = 10.0, gpu_ip: str | None = None,
+                 preflight: bool = False, on_connect: Callable[[Any], None] | None = None) -> None:
         if not isinstance(table, str) or not is_identifier(table):
             raise ValueError(f"table must be a plain identifier (letters, digits, _), got {table!r}")
         _positive("batch_size", batch_size, integer=True)
@@ -87,7 +105,17 @@ class EventLogger:
             raise ValueError(f"durability must be one of {DURABILITY}, got {durability!r}")
         if on_full not in ON_FULL:
             raise ValueError(f"on_full must be one of {ON_FULL}, got {on_full!r}")
-        self._dsn = parse_dsn(dsn or os.environ.get("COFI_EVENTLOG_DSN") or DEFAULT_DSN)
+        if gpu_ip is not None and not isinstance(gpu_ip, str):
+            raise ValueError(f"gpu_ip must be text, got {type(gpu_ip).__name__}")
+        self._dsn: Dsn | None = None
+        self._unusable: str | None = None  # why the DSN from the environment cannot be used
+        try:
+            self._dsn = _resolved(parse_dsn(dsn or os.environ.get(ENV_DSN) or DEFAULT_DSN))
+        except ValueError as exc:
+            if dsn is not None or strict:
+                raise
+            self._unusable = f"{ENV_DSN} is not a usable DSN ({exc})"
+        self._gpu_ip = gpu_ip
         self._table = table
         self._batch_size = batch_size
         self._flush_interval = float(flush_interval)
@@ -97,14 +125,15 @@ class EventLogger:
         self._durability = durability
         self._on_full = on_full
         self._block_timeout = block_timeout
-        self._spool_dir = os.path.join(spool_dir or default_spool_dir(), spool_key(self._dsn.identity(), table))
+        self._spool_dir = os.path.join(os.path.abspath(spool_dir or default_spool_dir()), spool_key(
+            _spool_target(self._dsn) if self._dsn is not None else "unusable-dsn", table))
         self._max_spool_bytes = max_spool_bytes
         self._exit_timeout = exit_timeout
         self._timeout = timeout
         self._on_connect = on_connect
         self._warn = Warner(before=lifecycle.route_all_through_slow_path)
         self._reset_counters()
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # RLock: a SIGTERM handler may close() on a thread inside close()
         self._closed = False
         self._fast_pid = -1  # == os.getpid() only while the plain append path may be taken
         self._queue: deque[Any] = deque()
@@ -113,31 +142,81 @@ class EventLogger:
         self._writer_pid = -1
         self._wake = threading.Event()
         self._start_lock = threading.Lock()
+        if self._unusable is not None:
+            self._warn("dsn", f"{self._unusable}: events are spooled to {self._spool_dir} until a "
+                              f"process with a valid DSN replays them (cofi-eventlog spool replay)")
+        if preflight:
+            self.preflight()
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else "open"
-        return f"EventLogger({self._dsn.redacted()!r}, table={self._table!r}, {state})"
+        return f"EventLogger({self._where()!r}, table={self._table!r}, {state})"
+
+    @property
+    def spool_folder(self) -> str:
+        """The folder this logger spools to: one per target database (or SQLite file) and table."""
+        return self._spool_dir
+
+    @property
+    def table(self) -> str:
+        return self._table
+
+    def _where(self) -> str:
+        return self._dsn.redacted() if self._dsn is not None else f"<unusable {ENV_DSN}>"
 
     # -- the process-wide logger ---------------------------------------------------------------------
     @classmethod
     def default(cls) -> EventLogger:
-        """The process-wide logger, made on first use."""
+        """The process-wide logger, made on first use from the environment."""
         logger = cls._default
         if logger is None:
             with cls._default_lock:
                 if cls._default is None:
-                    cls._default = cls()
+                    cls._default = cls._from_environment()
                 logger = cls._default
         return logger
 
     @classmethod
+    def _from_environment(cls) -> EventLogger:
+        """Never raises for a bad environment (a broken option is ignored and warned about, a broken
+        DSN spools), so that a class-level call cannot hide the pipeline's own error."""
+        options: dict[str, Any] = {}
+        problem = None
+        try:
+            options = orjson.loads(os.environ.get(ENV_OPTIONS) or "{}")
+            logger = cls(**options)
+        except (ValueError, TypeError) as exc:
+            if options.get("strict") is True:
+                raise
+            problem = f"{ENV_OPTIONS} ignored: {exc}"
+            logger = cls()
+        if problem:
+            logger._warn("options", problem)
+        if not os.environ.get(ENV_DSN):
+            assert logger._dsn is not None
+            logger._warn("default", f"no database configured ({ENV_DSN} is unset and EventLogger.configure() "
+                                    f"was not called in this process): events go to {logger._dsn.path}")
+        return logger
+
+    @classmethod
     def configure(cls, dsn: str | None = None, **options: Any) -> EventLogger:
-        """(Re)build the process-wide logger; the previous one is flushed and closed."""
+        """(Re)build the process-wide logger; the previous one is flushed and closed.
+
+        The DSN and the options (all but ``on_connect`` and ``preflight``, which stay in this process)
+        are also put in the environment, so that child processes — spawn and forkserver ones included,
+        and Pool workers — log to the same place. A bad DSN or option raises here, at start-up."""
         new = cls(dsn, **options)
+        if dsn is not None:
+            os.environ[ENV_DSN] = dsn
+        travelling = {k: v for k, v in options.items() if k not in LOCAL_OPTIONS}
+        if travelling.get("spool_dir") is not None:
+            travelling["spool_dir"] = os.path.abspath(travelling["spool_dir"])
+        os.environ[ENV_OPTIONS] = orjson.dumps(travelling).decode()
         with cls._default_lock:
             old, cls._default = cls._default, new
         if old is not None:
             old.close()
+        lifecycle.install_sigterm_handler()
         return new
 
     # -- events --------------------------------------------------------------------------------------
@@ -145,38 +224,38 @@ class EventLogger:
     def file_error(self, batch_id: str | int, stage: str, file_name: str, error: str | BaseException,
                    gpu_ip: str | None = None, *, payload: Any = None) -> None:
         """A file failed at a stage. ``error`` is text or an exception (its type and traceback are kept)."""
-        self._emit(("error", batch_id, stage, file_name, error, gpu_ip, None, None, payload, None,
-                    _time_ns(), self._seq.add()))
+        self._emit(("error", batch_id, stage, file_name, error, self._gpu_ip if gpu_ip is None else gpu_ip,
+                    None, None, payload, None, _time_ns(), self._seq.add()))
 
     @_either
     def file_started(self, batch_id: str | int, stage: str, file_name: str, gpu_ip: str | None = None, *,
                      metadata: dict[str, Any] | None = None) -> None:
-        self._emit(("file_start", batch_id, stage, file_name, None, gpu_ip, None, None, None, metadata,
-                    _time_ns(), self._seq.add()))
+        self._emit(("file_start", batch_id, stage, file_name, None, self._gpu_ip if gpu_ip is None else gpu_ip,
+                    None, None, None, metadata, _time_ns(), self._seq.add()))
 
     @_either
     def file_completed(self, batch_id: str | int, stage: str, file_name: str, gpu_ip: str | None = None, *,
                        metadata: dict[str, Any] | None = None) -> None:
-        self._emit(("file_complete", batch_id, stage, file_name, None, gpu_ip, None, None, None, metadata,
-                    _time_ns(), self._seq.add()))
+        self._emit(("file_complete", batch_id, stage, file_name, None, self._gpu_ip if gpu_ip is None else gpu_ip,
+                    None, None, None, metadata, _time_ns(), self._seq.add()))
 
     @_either
     def progress(self, batch_id: str | int, stage: str, processed: int, total: int, *, gpu_ip: str | None = None,
                  metadata: dict[str, Any] | None = None) -> None:
-        self._emit(("progress", batch_id, stage, None, None, gpu_ip, processed, total, None, metadata,
-                    _time_ns(), self._seq.add()))
+        self._emit(("progress", batch_id, stage, None, None, self._gpu_ip if gpu_ip is None else gpu_ip,
+                    processed, total, None, metadata, _time_ns(), self._seq.add()))
 
     @_either
     def stage_started(self, batch_id: str | int, stage: str, *, gpu_ip: str | None = None,
                       metadata: dict[str, Any] | None = None) -> None:
-        self._emit(("stage_start", batch_id, stage, None, None, gpu_ip, None, None, None, metadata,
-                    _time_ns(), self._seq.add()))
+        self._emit(("stage_start", batch_id, stage, None, None, self._gpu_ip if gpu_ip is None else gpu_ip,
+                    None, None, None, metadata, _time_ns(), self._seq.add()))
 
     @_either
     def stage_completed(self, batch_id: str | int, stage: str, *, gpu_ip: str | None = None,
                         metadata: dict[str, Any] | None = None) -> None:
-        self._emit(("stage_complete", batch_id, stage, None, None, gpu_ip, None, None, None, metadata,
-                    _time_ns(), self._seq.add()))
+        self._emit(("stage_complete", batch_id, stage, None, None, self._gpu_ip if gpu_ip is None else gpu_ip,
+                    None, None, None, metadata, _time_ns(), self._seq.add()))
 
     @_either
     def batch_started(self, batch_id: str | int, *, total_files: int | None = None,
@@ -188,6 +267,18 @@ class EventLogger:
     def batch_completed(self, batch_id: str | int, *, metadata: dict[str, Any] | None = None) -> None:
         self._emit(("batch_complete", batch_id, None, None, None, None, None, None, None, metadata,
                     _time_ns(), self._seq.add()))
+
+    @_either
+    def event(self, event_type: str, batch_id: str | int, stage: str | None = None, file_name: str | None = None,
+              *, message: str | BaseException | None = None, gpu_ip: str | None = None,
+              processed: int | None = None, total: int | None = None, payload: Any = None,
+              metadata: dict[str, Any] | None = None) -> None:
+        """Any event, every column given by name: the form for code that forwards events (EventLogHandler).
+        An unknown ``event_type`` raises ValueError: it is a misspelt method, not bad data."""
+        if event_type not in EVENT_TYPES:
+            raise ValueError(f"event_type must be one of {EVENT_TYPES}, got {event_type!r}")
+        self._emit((event_type, batch_id, stage, file_name, message, self._gpu_ip if gpu_ip is None else gpu_ip,
+                    processed, total, payload, metadata, _time_ns(), self._seq.add()))
 
     def _emit(self, item: Raw) -> None:
         if self._fast_pid != _getpid():
@@ -217,12 +308,12 @@ class EventLogger:
                 self._fast_pid = _getpid()
             return intake.put(item)
         row, notes = normalize(item, intake.writer.ids)
-        if notes:
-            if self._strict:
-                raise notes[0].as_error()
-            intake.coerced.add()
+        if notes and self._strict:
+            raise notes[0].as_error()
         if self._durability == "spool":
-            return intake.journal(row)
+            return intake.journal(item, row, coerced=bool(notes))
+        if notes:
+            intake.coerced.add()
         return intake.put(row)
 
     # -- the writer ----------------------------------------------------------------------------------
@@ -236,12 +327,11 @@ class EventLogger:
             if self._writer is None or self._writer_pid != _getpid():
                 if self._writer is not None:
                     self.after_fork_in_child()
-                sink = open_sink(self._dsn, self._table, create_table=self._create_table, timeout=self._timeout,
-                                 on_connect=self._on_connect)
-                spool = Spool(self._spool_dir, max_bytes=self._max_spool_bytes)
-                writer = Writer(self._queue, sink, spool, EventIds(), batch_size=self._batch_size,
+                spool = Spool(self._spool_dir, max_bytes=self._max_spool_bytes, warn=self._warn)
+                spool.record_target(self._where(), self._table)
+                writer = Writer(self._queue, self._open_sink(), spool, EventIds(), batch_size=self._batch_size,
                                 flush_interval=self._flush_interval, journal=self._durability == "spool",
-                                warn=self._warn)
+                                warn=self._warn, dropped=self._dropped_total)
                 self._wake = writer.wake
                 self._writer_pid = _getpid()
                 self._writer = writer
@@ -252,6 +342,28 @@ class EventLogger:
             assert self._intake is not None
             return self._intake
 
+    def _open_sink(self) -> Sink:
+        if self._dsn is None:
+            return UnusableSink(self._unusable or "no DSN")
+        return open_sink(self._dsn, self._table, create_table=self._create_table, timeout=self._timeout,
+                         on_connect=self._on_connect)
+
+    @_either
+    def preflight(self) -> None:
+        """Check now, at start-up, what the first write would otherwise find out: the DSN, the
+        credentials, the table (made if missing and ``create_table``), the right to insert into it, and
+        the spool folder. Raises PreflightError saying what is wrong; sends no event."""
+        problem, _ = secure_folder(Path(self._spool_dir))
+        if problem is not None:
+            raise PreflightError(problem)
+        sink = self._open_sink()
+        try:
+            sink.check()
+        except SinkError as exc:
+            raise PreflightError(f"cannot log to {self._where()}, table {self._table}: {exc}") from None
+        finally:
+            sink.close()
+
     def after_fork_in_child(self) -> None:
         """Fork: the parent writes its own queued events; the child starts empty, with its own
         connection, spool files, writer thread and counters, made on its first call."""
@@ -260,7 +372,7 @@ class EventLogger:
         self._fast_pid = -1
         self._writer = None
         self._intake = None
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
         self._start_lock = threading.Lock()
         self._reset_counters()
         if old is not None:
@@ -279,12 +391,17 @@ class EventLogger:
     def exit_timeout(self) -> float:
         return self._exit_timeout
 
+    def _dropped_total(self) -> int:
+        """Every event this logger lost in this process (the writer asks, to answer flush())."""
+        return int(self.stats()["dropped"])
+
     # -- flush / close / stats -----------------------------------------------------------------------
     @_either
     def flush(self, timeout: float | None = None) -> bool:
-        """True once everything enqueued before the call is in the database (or dead-lettered).
-        False at the timeout or while the database is away; what is unwritten is then in the spool
-        or on its way there (see docs/guarantees.md). With durability='spool' the spool files are
+        """True once everything enqueued before the call is in the database (or dead-lettered), and no
+        event was dropped since the previous flush was answered. False at the timeout, while the
+        database is away (what is unwritten is then in the spool or on its way there), or after a drop
+        (see stats() and docs/guarantees.md). With durability='spool' the spool files are
         fsynced first, so not even a power loss after the call loses what was logged before it.
 
         A logger that has not logged yet still replays a spool an earlier process left behind."""
@@ -307,16 +424,14 @@ class EventLogger:
     @_either
     def close(self, timeout: float | None = None) -> None:
         """Stop accepting, drain, release. Past ``timeout`` the rest goes to the spool. Idempotent:
-        closing again (the exit hook does) spools any event a racing call appended afterwards."""
+        closing again (the exit hook does) waits for the same drain, and spools any event a racing call
+        appended afterwards."""
         with self._lock:
-            closed_before, self._closed = self._closed, True
+            self._closed = True
             self._fast_pid = -1
         writer = self._writer if self._writer_pid == _getpid() else None
         if writer is not None:
-            if closed_before:
-                writer.spool_stragglers()
-            else:
-                writer.stop(timeout)
+            writer.stop(timeout)
         if type(self)._default is self:
             type(self)._default = None
 
@@ -339,6 +454,7 @@ class EventLogger:
             "dropped_closed": self._dropped_closed.value,
             "dropped_recursion": self._dropped_recursion.value,
             "dropped_writer_error": w.dropped_writer_error,
+            "dropped_dead_letter": w.dropped_dead_letter,
         }
         return {
             "enqueued": self._seq.value,
@@ -359,9 +475,23 @@ class EventLogger:
             "flush_seconds_last": w.flush_seconds_last,
             "flush_seconds_avg": w.flush_seconds_avg,
             "flush_seconds_max": w.flush_seconds_max,
-            "dsn": self._dsn.redacted(),
+            "dsn": self._where(),
             "table": self._table,
         }
+
+
+def _resolved(dsn: Dsn) -> Dsn:
+    """A relative SQLite path means the working directory of the moment the logger is made."""
+    if dsn.dialect == "sqlite":
+        return dataclasses.replace(dsn, path=os.path.abspath(dsn.path))
+    return dsn
+
+
+def _spool_target(dsn: Dsn) -> str:
+    """What names a spool folder: where rows go (the database, or the SQLite file), never who logs in
+    nor which host answers, so that a backlog is found again after a password change or a move to
+    another node or host."""
+    return f"sqlite:{dsn.path}" if dsn.dialect == "sqlite" else f"mysql:{dsn.database}"
 
 
 def _reset_default_lock() -> None:

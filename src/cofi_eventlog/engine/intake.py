@@ -46,9 +46,10 @@ class Intake:
         if len(self.queue) >= self.batch_size and not wake.is_set():
             wake.set()
 
-    def journal(self, row: Row) -> None:
+    def journal(self, item: Any, row: Row, *, coerced: bool) -> None:
         """Spool mode: the event is in the journal (written, not synced) before the call returns.
-        With the queue full it stays only there, and replay delivers it."""
+        With the queue full it stays only there, and replay delivers it. If the journal cannot take it,
+        the call itself is queued, so that the writer treats it as an event of memory mode."""
         if len(self.queue) >= self.max_queue and self.on_full == "block":
             self._wait_for_room()
         record = encode([row])
@@ -57,17 +58,19 @@ class Intake:
             room = len(self.queue) < self.max_queue
             problem = spool.journal_append(record, queued=room)
             if room:
-                self.queue.append(row)
-        if problem is not None:
-            if room:
-                self.not_journaled.add()
-                self._warn("journal", f"{problem}; event kept in memory only")
-            else:
-                self.dropped_spool_full.add()
-                self._warn("full", f"queue full ({self.max_queue}) and {problem}; event dropped")
-        elif not room:
-            self.spilled.add()
-            self.writer.backlog = True
+                self.queue.append(row if problem is None else item)
+        if problem is None:
+            if coerced:
+                self.coerced.add()
+            if not room:
+                self.spilled.add()
+                self.writer.backlog = True
+        elif room:
+            self.not_journaled.add()
+            self._warn("journal", f"{problem}; event kept in memory only")
+        else:
+            self.dropped_spool_full.add()
+            self._warn("full", f"queue full ({self.max_queue}) and {problem}; event dropped")
         self._wake_if_batch()
 
     def overflow(self, item: Any) -> None:

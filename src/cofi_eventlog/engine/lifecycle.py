@@ -1,5 +1,5 @@
 """Process hooks: drain at exit (atexit, and multiprocessing's finalizers, which run where atexit
-does not), and start afresh in a forked child."""
+does not), on SIGTERM (see sigterm.py), and start afresh in a forked child."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ import os
 import sys
 import weakref
 from typing import Any, Protocol
+
+from . import sigterm
 
 
 class Closable(Protocol):
@@ -28,6 +30,11 @@ def track(logger: Closable) -> None:
     """Called when a logger starts writing in this process."""
     _live.add(logger)
     _hook_this_process()
+    install_sigterm_handler()
+
+
+def install_sigterm_handler() -> None:
+    sigterm.install(close_all, grace=lambda: max((lg.exit_timeout() for lg in _snapshot()), default=0.0))
 
 
 def _hook_this_process() -> None:
@@ -50,12 +57,18 @@ def _snapshot() -> list[Any]:
             continue
 
 
-def close_all() -> None:
-    for logger in _snapshot():
-        try:
-            logger.close(timeout=logger.exit_timeout())
-        except Exception:  # one broken logger must not stop the others from draining
-            pass
+def close_all(timeout: float | None = None) -> None:
+    """Close every logger of this process: each drains for ``timeout`` (default: its own
+    ``exit_timeout``), then spools what is left. For an application's own SIGTERM handler."""
+    sigterm.draining(True)
+    try:
+        for logger in _snapshot():
+            try:
+                logger.close(timeout=logger.exit_timeout() if timeout is None else timeout)
+            except Exception:  # one broken logger must not stop the others from draining
+                pass
+    finally:
+        sigterm.draining(False)
 
 
 def route_all_through_slow_path() -> None:

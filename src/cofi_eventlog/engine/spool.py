@@ -9,6 +9,10 @@ A segment is created under a temporary name, locked, then renamed into place, so
 a segment before its owner holds the lock. Forked children close every descriptor they inherit, so
 a lock always dies with the process that took it.
 
+Nothing in the folder is trusted that this user did not make: the folder must be a real folder of
+ours (loose permissions are repaired), files are opened without following links, and replay takes only
+regular files of ours, so a planted link, FIFO or foreign segment is skipped and named in a warning.
+
 Record framing: ``>II`` (length, crc32) then an orjson list of rows, eventId as hex.
 """
 
@@ -17,11 +21,12 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import os
+import stat
 import struct
 import threading
 import time
 import zlib
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +36,8 @@ from ..sinks.base import Row
 
 HEADER = struct.Struct(">II")
 DEAD_LETTER = "dead-letter.jsonl"
+TARGET = "target.json"
+NOFOLLOW = os.O_NOFOLLOW | os.O_NONBLOCK  # never through a link; never hang on a FIFO
 
 
 def default_spool_dir() -> str:
@@ -40,8 +47,41 @@ def default_spool_dir() -> str:
 
 
 def spool_key(target: str, table: str) -> str:
-    """One folder per database and table, so a backlog is only ever replayed where it was meant to go."""
+    """One folder per target and table, so a backlog is only ever replayed where it was meant to go."""
     return hashlib.sha256(f"{target}\0{table}".encode()).hexdigest()[:16]
+
+
+def secure_folder(folder: Path) -> tuple[str | None, str | None]:
+    """Make the folder if needed and check it is a folder of this user's alone: (problem, repair).
+    A problem means the folder is not used; a repair (permissions tightened) is worth a warning."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        info = os.lstat(folder)
+    except OSError as exc:
+        return f"spool folder {folder} unusable: {exc}", None
+    if not stat.S_ISDIR(info.st_mode):
+        return f"spool folder {folder} is not a folder (a link?); not used", None
+    if info.st_uid != os.geteuid():
+        return (f"spool folder {folder} belongs to uid {info.st_uid}, not to this user; not used "
+                f"(give this process a spool_dir of its own)"), None
+    if info.st_mode & 0o077:
+        try:
+            os.chmod(folder, 0o700)
+        except OSError as exc:
+            return f"spool folder {folder} is open to other users and could not be closed: {exc}", None
+        return None, f"spool folder {folder} was open to other users ({oct(info.st_mode & 0o777)}); set to 0700"
+    return None, None
+
+
+def open_own_file(path: Path, flags: int) -> int:
+    """A descriptor for a regular file of this user's, opened without following a link or blocking on
+    a FIFO; OSError otherwise."""
+    fd = os.open(path, flags | NOFOLLOW, 0o600)
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode) or info.st_uid != os.geteuid() or info.st_nlink > 1:
+        os.close(fd)
+        raise OSError(f"{path.name} is not a regular file of this user's; not used")
+    return fd
 
 
 def has_segments(folder: str) -> bool:
@@ -124,7 +164,7 @@ class Spool:
     """
 
     def __init__(self, folder: str, *, max_bytes: int, segment_bytes: int = 16 << 20,
-                 journal_bytes: int = 1 << 20) -> None:
+                 journal_bytes: int = 1 << 20, warn: Callable[[str, str], None] | None = None) -> None:
         self.folder = Path(folder)
         self.max_bytes = max_bytes
         self.segment_bytes = segment_bytes
@@ -133,13 +173,13 @@ class Spool:
         self._spill: Segment | None = None
         self._held: set[Segment] = set()  # every segment this process has open (rotated ones too)
         self._replaying: set[int] = set()
-        self.lock = threading.Lock()
+        self.lock = threading.RLock()  # re-entered only by a SIGTERM handler draining on the same thread
         self._count = 0
-        self.problem: str | None = None
-        try:
-            self.folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-        except OSError as exc:
-            self.problem = f"spool folder {self.folder} unusable: {exc}"
+        self._warn = warn or (lambda kind, text: None)
+        self._refused: set[str] = set()  # names already warned about
+        self.problem, repair = secure_folder(self.folder)
+        if repair:
+            self._warn("spool repaired", repair)
         self.bytes = 0
         self.measure()
 
@@ -154,15 +194,41 @@ class Spool:
         """Recount the bytes on disk (other processes add and remove segments too)."""
         total = 0
         try:
-            for path in self.folder.glob("*.seg"):
+            for path in [*self.folder.glob("*.seg"), *self.folder.glob("dead-letter*.jsonl")]:
                 try:
-                    total += path.stat().st_size
+                    total += os.lstat(path).st_size
                 except FileNotFoundError:
                     pass
         except OSError:
             pass
         self.bytes = total
         return total
+
+    def record_target(self, target: str, table: str) -> None:
+        """Note, for ``cofi-eventlog spool status``, where this folder's rows go (no credentials)."""
+        if self.problem is not None:
+            return
+        data = orjson.dumps({"target": target, "table": table})
+        path = self.folder / TARGET
+        try:
+            fd = open_own_file(path, os.O_RDONLY)
+            try:
+                if os.read(fd, 1 << 16) == data:
+                    return
+            finally:
+                os.close(fd)
+        except OSError:
+            pass
+        staging = self.folder / f"{TARGET}.{os.getpid()}.new"
+        try:
+            fd = os.open(staging, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            try:
+                os.write(fd, data)
+            finally:
+                os.close(fd)
+            os.rename(staging, path)
+        except OSError:
+            _unlink(staging)
 
     def _new_segment(self, kind: str) -> Segment:
         self._count += 1
@@ -275,8 +341,9 @@ class Spool:
             return
         for path in sorted(paths, key=lambda p: (p.name in last, _age(p))):
             try:
-                fd = os.open(path, os.O_RDWR)
-            except OSError:
+                fd = open_own_file(path, os.O_RDWR)
+            except OSError as exc:
+                self._refuse(path, exc)
                 continue
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -287,6 +354,20 @@ class Spool:
                 continue
             self._replaying.add(fd)
             yield path, fd
+
+    def _refuse(self, path: Path, exc: OSError) -> None:
+        if path.name not in self._refused and path.exists():  # vanished meanwhile: replayed by another
+            self._refused.add(path.name)
+            self._warn(f"skip {path.name}", f"{path} skipped: {exc.strerror or exc}")
+
+    def quarantine(self, path: Path, fd: int) -> None:
+        """A segment with no intact record is not ours to replay, nor to delete: set it aside."""
+        try:
+            os.rename(path, path.with_name(path.name + ".bad"))
+        except OSError:
+            pass
+        self.release(fd)
+        self.measure()
 
     @staticmethod
     def read(fd: int) -> tuple[list[Row], int]:
@@ -304,15 +385,70 @@ class Spool:
         self._replaying.discard(fd)
         os.close(fd)
 
-    def dead_letter(self, entry: dict[str, Any]) -> None:
-        """Rows the database will never take, kept with the reason for a person to look at."""
-        line = orjson.dumps(entry, default=repr) + b"\n"
+    def dead_letter(self, entry: dict[str, Any]) -> str | None:
+        """Keep a row the database will never take, with the reason, for a person to look at. None, or
+        why it could not be kept (the caller counts that row as dropped).
+
+        One line per entry, appended under an ``flock`` (other processes append too); a short write is
+        cut back, so the file never holds half a line. It counts towards ``max_bytes``."""
+        line = orjson.dumps(entry, default=_text_of) + b"\n"
+        path = self.dead_letter_path
         with self.lock:
-            fd = os.open(self.dead_letter_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+            if self.problem is not None:
+                return self.problem
+            if self.bytes + len(line) > self.max_bytes:
+                return f"spool full ({self.max_bytes} bytes)"
             try:
-                os.write(fd, line)
+                fd = self._open_dead_letter_file()
+            except OSError as exc:
+                return f"dead-letter file {path} unusable: {exc.strerror or exc}"
+            try:
+                end = os.fstat(fd).st_size
+                try:
+                    written = os.write(fd, line)
+                except OSError as exc:
+                    written, error = -1, exc.strerror
+                else:
+                    error = "short write"
+                if written != len(line):
+                    os.ftruncate(fd, end)
+                    return f"dead-letter file {path} not written ({error}; disk full?)"
+                self.bytes += written
+                return None
+            except OSError as exc:
+                return f"dead-letter file {path} not written: {exc.strerror or exc}"
             finally:
                 os.close(fd)
+
+    def _open_dead_letter_file(self) -> int:
+        """The dead-letter file, opened and flock-ed; again if a retry moved it aside meanwhile."""
+        path = self.dead_letter_path
+        for _ in range(100):
+            fd = open_own_file(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                if os.fstat(fd).st_ino == os.lstat(path).st_ino:
+                    return fd
+            except OSError:
+                pass
+            os.close(fd)
+        raise OSError(f"{path} keeps moving")
+
+    def claim_dead_letters(self) -> Path | None:
+        """Move the dead-letter file aside for a retry (writers then start a new one); None if empty.
+        A claimed file that a crash left behind is listed and retried like the live one."""
+        claimed = self.folder / f"dead-letter.retry-{os.getpid()}-{time.time_ns()}.jsonl"
+        with self.lock:
+            try:
+                fd = open_own_file(self.dead_letter_path, os.O_RDONLY)
+            except OSError:
+                return None
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)  # no append is half-way through
+                os.rename(self.dead_letter_path, claimed)
+            finally:
+                os.close(fd)
+        return claimed
 
     def forget_inherited(self) -> None:
         """In a forked child: close every descriptor inherited from the parent (its locks stay the
@@ -327,7 +463,7 @@ class Spool:
         self._held.clear()
         self._replaying.clear()
         self.journal, self._spill = None, None
-        self.lock = threading.Lock()
+        self.lock = threading.RLock()
 
     def close(self) -> None:
         """Release every segment this process holds; what is in them stays for replay."""
@@ -335,6 +471,32 @@ class Spool:
             for segment in list(self._held):
                 self._close(segment)
             self.journal, self._spill = None, None
+
+
+def read_dead_letters(path: Path) -> tuple[list[dict[str, Any]], int]:
+    """The entries of a dead-letter file, and how many lines could not be read."""
+    entries: list[dict[str, Any]] = []
+    broken = 0
+    fd = open_own_file(path, os.O_RDONLY)
+    with os.fdopen(fd, "rb") as handle:
+        for line in handle:
+            try:
+                entry = orjson.loads(line)
+            except orjson.JSONDecodeError:
+                broken += 1
+                continue
+            if isinstance(entry, dict):
+                entries.append(entry)
+            else:
+                broken += 1
+    return entries, broken
+
+
+def _text_of(value: Any) -> str:
+    try:
+        return repr(value)
+    except Exception:
+        return f"<{type(value).__name__}>"
 
 
 def _age(path: Path) -> int:

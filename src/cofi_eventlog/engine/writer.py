@@ -14,11 +14,11 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from ..events import EventIds, normalize
+from ..events import EventIds, normalize, safe_repr
 from ..sinks.base import Row, Sink, SinkError
 from .backoff import Backoff
 from .batching import take
@@ -29,7 +29,8 @@ from .stats import WriterStats
 
 
 class FlushMarker:
-    """Answered once every event queued before it has been handled; ``ok`` if all reached the database."""
+    """Answered once every event queued before it has been handled; ``ok`` if all reached the database
+    (or the dead-letter file) and nothing was dropped since the previous marker was answered."""
 
     def __init__(self) -> None:
         self.done = threading.Event()
@@ -45,7 +46,7 @@ class RotateMarker:
 
 class Writer:
     def __init__(self, queue: deque[Any], sink: Sink, spool: Spool, ids: EventIds, *, batch_size: int,
-                 flush_interval: float, journal: bool, warn: Warner) -> None:
+                 flush_interval: float, journal: bool, warn: Warner, dropped: Callable[[], int]) -> None:
         self.queue = queue
         self.wake = threading.Event()
         self.sink = sink
@@ -63,6 +64,9 @@ class Writer:
         self._down_until = 0.0
         self._taken: list[Any] = []
         self._failed_segments: set[str] = set()
+        self._journal_unsent = False  # journaled rows not written since the last rotation marker
+        self._dropped = dropped  # every drop so far, the callers' included
+        self._dropped_seen = 0
         self._stopping = False
         self._abandoned = False
         self._thread: threading.Thread | None = None
@@ -76,7 +80,13 @@ class Writer:
 
     def stop(self, timeout: float | None) -> bool:
         """Drain and stop. Past the timeout the writer is left to finish its database call in the
-        background, and whatever is unwritten is spooled from this thread. False in that case."""
+        background, and whatever is unwritten is spooled from this thread. False in that case.
+
+        Called again — by a second close(), or by a SIGTERM handler that interrupted the first — it
+        waits for the same drain, up to its own timeout."""
+        if self._abandoned:
+            self.spool_stragglers()
+            return False
         self._stopping = True
         self.wake.set()
         thread = self._thread
@@ -92,9 +102,6 @@ class Writer:
 
     def spool_stragglers(self) -> None:
         """Spool what callers racing with close() appended after the writer's last look."""
-        thread = self._thread
-        if thread is not None and thread.is_alive() and not self._abandoned:
-            return  # still draining: a second close() while the first one waits
         if self.queue:
             self._spill_leftovers([])
         self.spool.close()
@@ -112,6 +119,8 @@ class Writer:
                     marker.ok = False
                     marker.done.set()
         rows = self._rows(items)
+        if self.journal:
+            rows = self._unjournaled(items, rows)
         if rows:
             self._spill(rows)
             self._warn("close", f"{len(rows)} events not written by the close deadline (or logged during "
@@ -165,14 +174,18 @@ class Writer:
         return self.backlog and not self._is_down()
 
     def _cycle(self) -> None:
-        """Write everything queued, then see to the spool. Never raises: the thread must not die."""
+        """Write everything queued, then see to the spool. Never raises: the thread must not die, and
+        every marker taken is answered."""
         try:
             while self.queue and not self._abandoned:
                 items: list[Any] = []
                 self._taken = items
                 markers = take(self.queue, self.batch_size, items)
-                if items:
-                    self._deliver(self._rows(items))
+                try:
+                    if items:
+                        self._deliver(items)
+                except Exception:  # a bug here must cost a warning and a count, not the thread
+                    self._bug(len(items))
                 self._taken = []
                 for marker in markers:
                     self._answer(marker)
@@ -180,12 +193,13 @@ class Writer:
                 self.rotate_journal()
             if self.backlog and not self._abandoned and not self._is_down():
                 self._replay()
-        except Exception as exc:  # a bug here must cost a warning and a count, not the thread
-            if self._taken:
-                self.stats.dropped_writer_error += len(self._taken)
-                self._taken = []
-            self.stats.last_error = f"writer: {type(exc).__name__}: {exc}"
-            self._warn.exception("bug", "cofi_eventlog writer cycle failed")
+        except Exception:
+            self._bug(0)
+
+    def _bug(self, lost: int) -> None:
+        self.stats.dropped_writer_error += lost
+        self.stats.last_error = "writer: internal error (see the warning's traceback)"
+        self._warn.exception("bug", f"cofi_eventlog writer cycle failed; {lost} events dropped")
 
     def _rows(self, items: Sequence[Any]) -> list[Row]:
         rows: list[Row] = []
@@ -195,10 +209,9 @@ class Writer:
                 continue
             try:
                 row, notes = normalize(item, self.ids)
-            except Exception as exc:  # normalize must not fail; if it does, keep the call for a person
-                self.stats.dead_lettered += 1
-                self.spool.dead_letter({"reason": f"could not build the row: {type(exc).__name__}: {exc}",
-                                        "call": [repr(v)[:4096] for v in item]})
+            except Exception as exc:  # normalize never raises; should it, keep the call for a person
+                self._dead_letter_entry({"reason": f"could not build the row: {type(exc).__name__}",
+                                         "call": [safe_repr(v)[:4096] for v in item]}, "?")
                 continue
             if notes:
                 self.stats.coerced += 1
@@ -207,33 +220,57 @@ class Writer:
 
     def _answer(self, marker: Any) -> None:
         if isinstance(marker, RotateMarker):
+            if self._journal_unsent:  # some of its events reached neither the database nor a spill
+                marker.segment.dirty = True
+                self._journal_unsent = False
             self.spool.retire(marker.segment)
             if marker.segment.dirty:
                 self.backlog = True
             return
-        if self.backlog:
-            self._replay()  # an explicit flush tries the database now, whatever the backoff says
-        marker.ok = not self.backlog
-        marker.done.set()
+        try:
+            if self.backlog:
+                self._replay()  # an explicit flush tries the database now, whatever the backoff says
+        finally:
+            dropped = self._dropped()
+            marker.ok = not self.backlog and dropped == self._dropped_seen
+            self._dropped_seen = dropped
+            marker.done.set()
 
     # -- writing -------------------------------------------------------------------------------------
     def _is_down(self) -> bool:
         return time.monotonic() < self._down_until
 
-    def _deliver(self, rows: list[Row]) -> None:
-        """Write rows, or spool them if the database is (or just went) away."""
-        if self._is_down():
+    def _deliver(self, items: list[Any]) -> None:
+        """Write the events, or keep them on disk if the database is (or just went) away."""
+        rows = self._rows(items)
+        if not self._is_down():
+            try:
+                self._isolator.write(rows)
+            except SinkError as exc:
+                self._went_down(exc)
+            else:
+                self._up()
+                return
+        if self.journal:
+            kept = len(rows)
+            rows = self._unjournaled(items, rows)
+            if len(rows) < kept:  # the journal segment holding the others is kept for replay
+                self.stats.spilled += kept - len(rows)
+                self._journal_unsent = True
+                self.backlog = True
+                self.rotate_journal()
+        if rows:
             self._spill(rows)
-            return
-        try:
-            self._isolator.write(rows)
-        except SinkError as exc:
-            self._went_down(exc)
-            self._spill(rows)
-            return
-        self._up()
+
+    def _unjournaled(self, items: Sequence[Any], rows: list[Row]) -> list[Row]:
+        """Spool mode: the rows callers made are in the journal already, and a journal segment that
+        holds undelivered rows is kept for replay; only the others (journal unwritable) need spilling."""
+        journaled = {item[0] for item in items if type(item[0]) is bytes}
+        return [row for row in rows if row[0] not in journaled]
 
     def _up(self) -> None:
+        if self._down_until:
+            self.stats.last_error = None  # recovered
         self._backoff.reset()
         self._down_until = 0.0
 
@@ -245,11 +282,20 @@ class Writer:
         self._warn("down", f"database unavailable ({exc}); spooling, next try in {delay:.2f}s")
 
     def _dead_letter(self, row: Row, reason: str) -> None:
-        self.spool.dead_letter({"reason": reason, "row": [row[0].hex(), *row[1:]]})
-        self.stats.dead_lettered += 1
+        self._dead_letter_entry({"reason": reason, "row": [row[0].hex(), *row[1:]]}, row[0].hex())
+
+    def _dead_letter_entry(self, entry: dict[str, Any], event_id: str) -> None:
+        """Keep a row the database refused; if even that fails, the row alone is dropped and counted."""
+        reason = entry["reason"]
+        problem = self.spool.dead_letter(entry)
         self.stats.last_error = reason
-        self._warn("dead", f"event {row[0].hex()} rejected by the database, written to "
-                           f"{self.spool.dead_letter_path}: {reason}")
+        if problem is None:
+            self.stats.dead_lettered += 1
+            self._warn("dead", f"event {event_id} rejected by the database, written to "
+                               f"{self.spool.dead_letter_path}: {reason}")
+        else:
+            self.stats.dropped_dead_letter += 1
+            self._warn("dead-lost", f"event {event_id} rejected by the database ({reason}) and dropped: {problem}")
 
     # -- the spool -----------------------------------------------------------------------------------
     def _spill(self, rows: Sequence[Row]) -> None:
@@ -269,9 +315,16 @@ class Writer:
             if old is not None:
                 self.queue.append(RotateMarker(old))
 
+    def replay_now(self) -> bool:
+        """Replay the spool from the calling thread, for a writer that was never started (the ``spool
+        replay`` command). True when nothing is left to replay."""
+        self._replay()
+        self.sink.close()
+        return not self.backlog
+
     def _replay(self) -> None:
         """Write every spool segment no live process holds; stop at the first failure."""
-        self.backlog = False  # set again by any spill or overflow that happens meanwhile
+        self.backlog = self._journal_unsent  # and set again by any spill or overflow meanwhile
         self.spool.close_spill()
         if not self.journal:  # in memory mode the journal only holds queue-full overflow
             with self.spool.lock:
@@ -312,6 +365,10 @@ class Writer:
             self._failed_segments.add(path.name)  # tried last next time, so it cannot hold back the rest
             self._went_down(exc)
             return False
+        if torn and not rows:  # no intact record at all: not a segment this library wrote
+            self.spool.quarantine(path, fd)
+            self._warn("torn", f"{path.name}: no intact record in {torn} bytes; set aside as {path.name}.bad")
+            return True
         if torn:
             self.stats.spool_torn_bytes += torn
             self._warn("torn", f"{path.name}: {torn} bytes at the end were torn or corrupt")

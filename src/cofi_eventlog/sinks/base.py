@@ -40,6 +40,10 @@ class Sink(Protocol):
     def write(self, rows: Sequence[Row]) -> None:
         """Write every row or raise SinkError; rows already present are ignored."""
 
+    def check(self) -> None:
+        """Connect and make sure rows can be inserted (the table, its columns, the right to insert);
+        raise SinkError saying what is wrong. Writes nothing."""
+
     def close(self) -> None: ...
 
     def abandon(self) -> None:
@@ -50,6 +54,13 @@ def iso_utc(micros: int) -> str:
     """createdAt as text both dialects take: 'YYYY-MM-DD HH:MM:SS.ffffff', UTC."""
     second, frac = divmod(micros, 1_000_000)
     return datetime.fromtimestamp(second, timezone.utc).strftime("%Y-%m-%d %H:%M:%S") + f".{frac:06d}"
+
+
+def insert_check_sql(table: str, quote: str) -> str:
+    """An INSERT that adds no row, yet needs the table, every column and the right to insert."""
+    columns = ",".join(f"{quote}{c}{quote}" for c in COLUMNS)
+    name = f"{quote}{table}{quote}"
+    return f"INSERT INTO {name} ({columns}) SELECT {columns} FROM {name} WHERE 1 = 0"
 
 
 def skip_duplicates(dialect: str) -> str:

@@ -14,7 +14,7 @@ from typing import Any
 
 import pymysql
 
-from .base import COLUMNS, Row, SinkError, skip_duplicates
+from .base import COLUMNS, Row, SinkError, insert_check_sql, skip_duplicates
 from .dsn import Dsn
 
 # Errors caused by a row's content: no retry will help, so the writer isolates and dead-letters the row.
@@ -162,6 +162,15 @@ class MySQLSink:
         if parts:
             out.append(head + b",".join(parts) + tail)
         return out
+
+    def check(self) -> None:
+        conn = self._connection()
+        try:
+            with conn.cursor() as cur:
+                cur.execute(insert_check_sql(self.table, "`"))
+        except pymysql.MySQLError as exc:
+            self._drop()
+            raise classify(exc, self.dsn) from None
 
     def write(self, rows: Sequence[Row]) -> None:
         if not rows:

@@ -7,7 +7,7 @@ import sqlite3
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from .base import COLUMNS, Row, SinkError, iso_utc, skip_duplicates
+from .base import COLUMNS, Row, SinkError, insert_check_sql, iso_utc, skip_duplicates
 
 
 def create_table_sql(table: str) -> str:
@@ -69,6 +69,13 @@ class SQLiteSink:
                 raise SinkError(f"sqlite error: {exc} ({self.path})", transient=_is_transient(exc)) from None
             self._conn = conn
         return self._conn
+
+    def check(self) -> None:
+        conn = self._connection()
+        try:
+            conn.execute(insert_check_sql(self.table, '"'))
+        except sqlite3.Error as exc:
+            raise SinkError(f"sqlite error: {exc} ({self.path})", transient=_is_transient(exc)) from None
 
     def write(self, rows: Sequence[Row]) -> None:
         if not rows:

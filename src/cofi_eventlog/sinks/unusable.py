@@ -1,0 +1,26 @@
+"""The sink of a logger whose DSN cannot be used: every write fails as an outage would, so the writer
+spools the events, and a process with a valid DSN (or ``cofi-eventlog spool replay``) delivers them."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from .base import Row, SinkError
+
+
+class UnusableSink:
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        self.statements = 0
+
+    def write(self, rows: Sequence[Row]) -> None:
+        raise SinkError(self.reason, transient=True)
+
+    def check(self) -> None:
+        raise SinkError(self.reason, transient=True)
+
+    def close(self) -> None:
+        pass
+
+    def abandon(self) -> None:
+        pass

@@ -8,10 +8,10 @@ import sys
 from collections.abc import Sequence
 
 from . import __version__
-from .tools import check_refs, init_db, migrate, report, simulate, verify
+from .tools import check_refs, init_db, migrate, report, simulate, spool, verify
 
 # in the order `--help` lists them
-SUBCOMMANDS = (simulate, init_db, migrate, verify, check_refs, report)
+SUBCOMMANDS = (simulate, init_db, migrate, verify, check_refs, report, spool)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,217 @@
+"""What is in the spool, and getting it out: the public face of the ``cofi-eventlog spool`` command.
+
+A spool folder holds what a logger could not write yet (segments) and what the database refused
+(dead letters). Loggers replay segments by themselves; these functions are for a person: to see what
+is waiting and where it is meant to go, to replay it now (into another database if the old one is
+gone), and to retry dead letters once their cause is fixed.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from collections import deque
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from .engine.diagnostics import Warner
+from .engine.isolate import Isolator
+from .engine.spool import TARGET, Spool, decode, default_spool_dir, open_own_file, read_dead_letters
+from .engine.stats import WriterStats
+from .engine.writer import Writer
+from .events import EventIds
+from .logger import EventLogger
+from .sinks import Row, SinkError
+
+NO_CAP = 1 << 62  # a person emptying a spool is not held to the loggers' cap
+
+
+@dataclass
+class SpoolFolder:
+    path: Path
+    target: str | None = None  # where its rows go, without credentials, as the last logger saw it
+    table: str | None = None
+    segments: int = 0
+    held: int = 0  # segments a running process is writing or replaying now
+    events: int = 0
+    bytes: int = 0
+    torn_bytes: int = 0
+    oldest: datetime | None = None  # createdAt of the oldest waiting event
+    dead_letters: int = 0
+    set_aside: list[str] = field(default_factory=list)  # *.bad segments and files that are not ours
+
+
+@dataclass
+class Outcome:
+    written: int = 0  # rows the database took (or had already)
+    dead_lettered: int = 0
+    left: int = 0  # rows still waiting
+    error: str | None = None
+
+
+def spool_folders(spool_dir: str | None = None) -> list[SpoolFolder]:
+    """Every spool folder under ``spool_dir`` (default: this user's), with what it holds."""
+    root = Path(spool_dir or default_spool_dir())
+    try:
+        folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.is_symlink())
+    except OSError:
+        return []
+    return [inspect_folder(p) for p in folders]
+
+
+def inspect_folder(folder: Path) -> SpoolFolder:
+    info = SpoolFolder(folder)
+    try:
+        target = orjson.loads(os.read(fd := open_own_file(folder / TARGET, os.O_RDONLY), 1 << 16))
+        os.close(fd)
+        info.target, info.table = str(target.get("target")), str(target.get("table"))
+    except (OSError, orjson.JSONDecodeError, AttributeError):
+        pass
+    oldest: int | None = None
+    for path in sorted(folder.iterdir()):
+        if path.name.endswith(".bad"):
+            info.set_aside.append(path.name)
+        elif path.suffix == ".seg":
+            try:
+                fd = open_own_file(path, os.O_RDONLY)
+            except OSError:
+                info.set_aside.append(path.name)
+                continue
+            try:
+                info.held += _held(fd)
+                with os.fdopen(os.dup(fd), "rb") as handle:
+                    data = handle.read()
+            finally:
+                os.close(fd)
+            rows, torn = decode(data)
+            info.segments += 1
+            info.events += len(rows)
+            info.bytes += len(data)
+            info.torn_bytes += torn
+            if rows:
+                first = min(r[10] for r in rows)
+                oldest = first if oldest is None else min(oldest, first)
+        elif path.name.startswith("dead-letter") and path.suffix == ".jsonl":
+            try:
+                info.dead_letters += len(read_dead_letters(path)[0])
+            except OSError:
+                info.set_aside.append(path.name)
+    if oldest is not None:
+        info.oldest = datetime.fromtimestamp(oldest / 1e6, timezone.utc)
+    return info
+
+
+def _held(fd: int) -> int:
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return 1
+    fcntl.flock(fd, fcntl.LOCK_UN)
+    return 0
+
+
+def folder_of(dsn: str, table: str = "batchExecutionLog", spool_dir: str | None = None) -> Path:
+    """The folder a logger for this DSN and table spools to."""
+    return Path(EventLogger(dsn, table=table, spool_dir=spool_dir).spool_folder)
+
+
+def replay(folder: str | Path, dsn: str, table: str | None = None, *, batch_size: int = 1000) -> Outcome:
+    """Write every segment of ``folder`` that no running process holds into ``dsn`` now. The table is
+    the one the folder was made for, unless given. Rows already there are skipped."""
+    folder = Path(folder)
+    table = table or inspect_folder(folder).table or "batchExecutionLog"
+    warn = Warner()
+    spool = Spool(str(folder), max_bytes=NO_CAP, warn=warn)
+    if spool.problem:
+        return Outcome(error=spool.problem)
+    writer = Writer(deque(), _sink(dsn, table), spool, EventIds(), batch_size=batch_size, flush_interval=1.0,
+                    journal=False, warn=warn, dropped=lambda: 0)
+    done = writer.replay_now()
+    left = inspect_folder(folder)
+    dead = writer.stats.dead_lettered
+    return Outcome(written=writer.stats.replayed - dead, dead_lettered=dead,
+                   left=left.events, error=None if done else writer.stats.last_error)
+
+
+def dead_letters(folder: str | Path) -> list[dict[str, Any]]:
+    """Every dead-letter entry in the folder: ``{"reason": ..., "row": [eventId hex, batchId, ...]}``."""
+    out: list[dict[str, Any]] = []
+    for path in sorted(Path(folder).glob("dead-letter*.jsonl")):
+        out.extend(read_dead_letters(path)[0])
+    return out
+
+
+def retry_dead_letters(folder: str | Path, dsn: str, table: str | None = None) -> Outcome:
+    """Send the dead-lettered rows to the database again, once their cause is fixed (a column widened,
+    a constraint relaxed). Rows it still refuses, and entries that hold no row, stay dead letters."""
+    folder = Path(folder)
+    table = table or inspect_folder(folder).table or "batchExecutionLog"
+    spool = Spool(str(folder), max_bytes=NO_CAP)
+    if spool.problem:
+        return Outcome(error=spool.problem)
+    claimed = [p for p in folder.glob("dead-letter.retry-*.jsonl")]  # left by an interrupted retry
+    fresh = spool.claim_dead_letters()
+    claimed += [fresh] if fresh else []
+    outcome = Outcome()
+    keep: list[dict[str, Any]] = []  # entries that stay dead letters
+    rows: list[Row] = []
+    sent: list[dict[str, Any]] = []  # the entries of ``rows``
+    for path in claimed:
+        for entry in read_dead_letters(path)[0]:
+            row = _row_of(entry)
+            if row is None:
+                keep.append(entry)
+            else:
+                rows.append(row)
+                sent.append(entry)
+    refused: list[dict[str, Any]] = []
+    sink = _sink(dsn, table)
+    isolator = Isolator(sink, WriterStats(), lambda row, reason: refused.append(_entry(row, reason)))
+    try:
+        for start in range(0, len(rows), 1000):
+            try:
+                isolator.write(rows[start:start + 1000])
+            except SinkError as exc:  # the database went away: the rest stay dead letters, as they were
+                outcome.error = str(exc)
+                keep.extend(sent[start:])
+                break
+            outcome.written += min(1000, len(rows) - start)
+    finally:
+        sink.close()
+    outcome.written -= len(refused)
+    outcome.dead_lettered = len(refused)
+    for entry in [*keep, *refused]:
+        problem = spool.dead_letter(entry)
+        if problem:  # the claimed files stay, so nothing is lost; say so
+            outcome.error = f"{problem}; the claimed files {', '.join(p.name for p in claimed)} were kept"
+            return outcome
+    for path in claimed:
+        path.unlink()
+    outcome.left = len(keep) + len(refused)
+    return outcome
+
+
+def _sink(dsn: str, table: str) -> Any:
+    return EventLogger(dsn, table=table)._open_sink()
+
+
+def _row_of(entry: dict[str, Any]) -> Row | None:
+    row = entry.get("row")
+    if not isinstance(row, list) or len(row) != 11:
+        return None
+    try:
+        return (bytes.fromhex(row[0]), *row[1:])
+    except (TypeError, ValueError):
+        return None
+
+
+def _entry(row: Row, reason: str) -> dict[str, Any]:
+    return {"reason": reason, "row": [row[0].hex(), *row[1:]]}
+
+
+__all__ = ["Outcome", "SpoolFolder", "dead_letters", "folder_of", "inspect_folder", "replay",
+           "retry_dead_letters", "spool_folders"]

@@ -328,7 +328,7 @@ class EventLogger:
                 if self._writer is not None:
                     self.after_fork_in_child()
                 spool = Spool(self._spool_dir, max_bytes=self._max_spool_bytes, warn=self._warn)
-                spool.record_target(self._where(), self._table)
+                spool.record_target(self._dsn.identity() if self._dsn else self._where(), self._table)
                 writer = Writer(self._queue, self._open_sink(), spool, EventIds(), batch_size=self._batch_size,
                                 flush_interval=self._flush_interval, journal=self._durability == "spool",
                                 warn=self._warn, dropped=self._dropped_total)

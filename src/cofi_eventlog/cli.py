@@ -8,18 +8,19 @@ import sys
 from collections.abc import Sequence
 
 from . import __version__
-from .tools import check_refs, init_db, migrate, report, simulate, verify
+from .tools import check_refs, init_db, migrate, prune, report, simulate, verify
 
 # in the order `--help` lists them
-SUBCOMMANDS = (simulate, init_db, migrate, verify, check_refs, report)
+SUBCOMMANDS = (simulate, init_db, migrate, verify, check_refs, report, prune)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="cofi-eventlog",
         description="The batchExecutionLog event logger's tools: measure the write reduction (simulate), "
-                    "and carry out the migration from processing_logs (init-db, migrate, verify, check-refs, "
-                    "report).")
+                    "carry out the migration from processing_logs (init-db, migrate, verify, check-refs, "
+                    "report), and keep the table to a retention period (prune). A command that needs a database "
+                    "takes it from --dsn, else from the file --dsn-file names, else from $COFI_EVENTLOG_DSN.")
     parser.add_argument("--version", action="version", version=f"cofi-eventlog {__version__}")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for module in SUBCOMMANDS:

@@ -73,6 +73,7 @@ class Pruned:
     deleted: int = 0
     chunks: int = 0  # DELETE statements that deleted rows
     seconds: float = 0.0
+    longest_chunk_seconds: float = 0.0  # the longest DELETE: how long one chunk held its locks
     kept_newer: int = 0  # eventId before the cutoff but createdAt after it: not this library's ids
     without_event_id: int = 0  # rows of a table upgraded by init-db, written before it had eventIds
 
@@ -103,8 +104,10 @@ def prune(db: Database, table: str, cutoff: datetime, *, batch_size: int, dry_ru
         edge = db.scalar(f"SELECT eventId FROM {name} WHERE eventId < %s{after} ORDER BY eventId "
                          f"LIMIT 1 OFFSET {batch_size - 1}", (key, *params))
         upper = ("eventId < %s", key) if edge is None else ("eventId <= %s", bytes(edge))  # None: the last chunk
+        began = time.monotonic()
         deleted = db.execute(f"DELETE FROM {name} WHERE {upper[0]} AND createdAt < %s{after}",
                              (upper[1], created, *params))
+        result.longest_chunk_seconds = max(result.longest_chunk_seconds, time.monotonic() - began)
         result.deleted += deleted
         result.chunks += deleted > 0
         bar.update(result.deleted)
@@ -143,7 +146,8 @@ def run(args: argparse.Namespace) -> int:
     else:
         rate = f", {result.deleted / result.seconds:,.0f} rows/s" if result.seconds > 0 else ""
         print(f"deleted {_count(result.deleted, 'event')} in {_count(result.chunks, 'chunk')} of up to "
-              f"{args.batch_size:,} rows, {result.seconds:.1f} s{rate}")
+              f"{args.batch_size:,} rows, {result.seconds:.1f} s{rate}; the longest chunk took "
+              f"{result.longest_chunk_seconds * 1000:,.0f} ms")
     if result.kept_newer:
         print(f"kept {_count(result.kept_newer, 'row')} whose eventId is older than the cutoff but whose createdAt "
               "is not: their eventIds were not made by this library")

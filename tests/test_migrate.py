@@ -96,6 +96,13 @@ def legacy_rows(count: int, batches: int = 3) -> list[tuple[Any, ...]]:
     return rows
 
 
+def write_late(names: Names, call_id: str) -> None:
+    """A row the old code writes after the backup was made."""
+    with Database(names.dsn) as db:
+        db.execute(f"INSERT INTO {db.name(names.source)} (call_id, batch_id, stage_name, status) "
+                   "VALUES (%s, 'batch-9', 'lid', 'failed')", (call_id,))
+
+
 def run(capsys: pytest.CaptureFixture[str], argv: list[str]) -> tuple[int, str, str]:
     code = main(argv)
     out, err = capsys.readouterr()
@@ -217,6 +224,34 @@ def test_dates_out_of_range_and_deep_payloads_are_carried(names: Names, capsys: 
     assert code == 0 and "0 events written" in out and "4 already there" in out
 
 
+def test_values_the_events_table_cannot_hold_are_bounded_and_said(names: Names,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    with Database(names.dsn) as db:
+        key = "INT NOT NULL AUTO_INCREMENT PRIMARY KEY" if db.dialect == "mysql" else "INTEGER PRIMARY KEY"
+        blob = "LONGBLOB" if db.dialect == "mysql" else "BLOB"
+        ddl = (f"CREATE TABLE {db.name(names.source)} (id {key}, call_id VARCHAR(255), batch_id VARCHAR(64) NULL, "
+               f"stage_name VARCHAR(64), status VARCHAR(32), input_payload {blob}, created_at VARCHAR(32))")
+    huge = "x" * (1 << 20) + '"'
+    make_legacy(names, [("bin.wav", "b1", "lid", "success", b"\xff\xfe\x00raw", "2024-03-01 10:00:00"),
+                        ("nobatch.wav", None, "lid", "success", None, "0000-00-00 00:00:00"),
+                        ("huge.wav", "b1", "lid", "success", huge.encode(), "2024-03-01 10:00:02")],
+                columns=("call_id", "batch_id", "stage_name", "status", "input_payload", "created_at"), ddl=ddl)
+    code, out, err = run(capsys, names.args("--quiet"))
+    assert code == 0, out + err
+    events = by_file(names.dsn, names.target)
+    assert metadata(events["bin.wav"]) == {"payload": "hex:fffe00726177",
+                                           "payload_text": "bytes that are not UTF-8, kept as hex"}
+    assert events["nobatch.wav"]["batchId"] == "unknown"
+    assert str(events["nobatch.wav"]["createdAt"]).startswith("1970-01-01 00:00:00")
+    assert metadata(events["nobatch.wav"])["coerced"] == [
+        "created_at '0000-00-00 00:00:00' is not a date; createdAt is 1970-01-01",
+        "batch_id is NULL; batchId is 'unknown'"]
+    cut = metadata(events["huge.wav"])
+    assert len(cut["payload"].encode()) <= 128 * 1024 and cut["payload"].endswith("chars]")
+    assert "cut to 131072 bytes to fit the metadata bound" in cut["coerced"][0]
+    assert "1 row: input_payload cut to the metadata bound (legacy ids 3)" in out
+
+
 def test_batch_ids_are_compared_exactly_under_a_case_insensitive_collation(
         names: Names, capsys: pytest.CaptureFixture[str]) -> None:
     with Database(names.dsn) as db:
@@ -300,9 +335,7 @@ def test_long_backup_names_and_a_temporary_name_that_cannot_collide(names: Names
 def test_a_late_writer_is_explained_and_nothing_is_dropped(names: Names, capsys: pytest.CaptureFixture[str]) -> None:
     make_legacy(names, legacy_rows(30))
     assert run(capsys, names.args("--quiet"))[0] == 0
-    with Database(names.dsn) as db:
-        db.execute(f"INSERT INTO {db.name(names.source)} (call_id, batch_id, stage_name, status) "
-                   "VALUES ('late.wav', 'batch-9', 'lid', 'failed')")
+    write_late(names, "late.wav")
     code, _, err = run(capsys, names.args("--quiet", "--drop"))
     assert code == 1
     assert f"1 row of {names.source} (id 31) is not in {names.backup}" in err
@@ -318,9 +351,8 @@ def test_a_late_writer_is_explained_and_nothing_is_dropped(names: Names, capsys:
 def test_the_drop_checks_the_backup_again_under_a_lock(names: Names, capsys: pytest.CaptureFixture[str]) -> None:
     make_legacy(names, legacy_rows(12))
     assert run(capsys, names.args("--quiet"))[0] == 0
+    write_late(names, "x.wav")
     with Database(names.dsn) as db:
-        db.execute(f"INSERT INTO {db.name(names.source)} (call_id, batch_id, stage_name, status) "
-                   "VALUES ('x.wav', 'b', 'lid', 'success')")
         state = backups.drop_if_covered(db, names.source, names.backup, 5)
         assert not state.covers and state.counts["missing"] == 1 and state.missing == [13]
         assert db.table_exists(names.source)

@@ -134,3 +134,13 @@ def test_ages_and_the_cutoff_key() -> None:
 def test_a_missing_table_or_database_is_a_clear_error(tmp_path: object, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["prune", "--dsn", "sqlite:///nowhere/x.db", "--older-than", "1d"]) == 2
     assert "no database at" in capsys.readouterr().err
+
+
+def test_a_statement_the_database_refuses_is_a_message(backend: tuple[str, str],
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    dsn, table = backend
+    with Database(dsn) as db:
+        db.execute(f"CREATE TABLE {db.name(table)} (eventId VARCHAR(16))")  # no createdAt
+    assert main(["prune", "--dsn", dsn, "--table", table, "--older-than", "1d"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("cofi-eventlog prune: ") and "createdAt" in err and "Traceback" not in err

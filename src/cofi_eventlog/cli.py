@@ -4,10 +4,14 @@ exposes ``register(subparsers)``; this file only wires them together."""
 from __future__ import annotations
 
 import argparse
+import sqlite3
 import sys
 from collections.abc import Sequence
 
+import pymysql
+
 from . import __version__
+from .sinks import mysql
 from .tools import check_refs, init_db, migrate, prune, report, simulate, verify
 
 # in the order `--help` lists them
@@ -37,6 +41,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return 0
+    except (pymysql.MySQLError, sqlite3.Error) as exc:  # a statement the database refused, past connecting
+        text = str(mysql.classify(exc)) if isinstance(exc, pymysql.MySQLError) else f"sqlite error: {exc}"
+        print(f"cofi-eventlog {args.command}: {text}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

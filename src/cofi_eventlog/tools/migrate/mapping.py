@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
@@ -24,6 +25,7 @@ STATUS_EVENTS = {"failed": "error", "error": "error", "success": "file_complete"
 EPOCH = datetime(1970, 1, 1)
 _MAX_NS = (1 << 64) - 1
 _SAMPLE = 10  # legacy ids kept per kind of note, for the run's summary
+Note = Callable[[str, str], None]  # (kind, for the run's summary; detail, for the row's metadata.coerced)
 
 
 class MigrationError(Exception):
@@ -163,7 +165,7 @@ class RowMapper:
                                   values["fileName"], values["message"], None, None, None, metadata,
                                   created_text(created or EPOCH)))
 
-    def _event_type(self, row: dict[str, Any], note: Any) -> str | None:
+    def _event_type(self, row: dict[str, Any], note: Note) -> str | None:
         if "status" not in row:  # no such column: the run says so once
             return "error" if row.get("error_message") else "file_complete"
         status = row["status"]
@@ -176,7 +178,7 @@ class RowMapper:
                else str(status)).strip().lower()
         return self.statuses.get(key)
 
-    def _text(self, value: Any, column: str, note: Any) -> str | None:
+    def _text(self, value: Any, column: str, note: Note) -> str | None:
         if value is None or isinstance(value, str):
             return value
         if isinstance(value, (bytes, bytearray)):
@@ -188,7 +190,7 @@ class RowMapper:
                 return "hex:" + bytes(value).hex()
         return str(value)
 
-    def _bounded(self, legacy_id: Any, column: str, value: str | None, note: Any) -> str | None:
+    def _bounded(self, legacy_id: Any, column: str, value: str | None, note: Note) -> str | None:
         if value is None or column not in self.limits:
             return value
         chars, octets = self.limits[column]
@@ -201,7 +203,7 @@ class RowMapper:
              "holds the whole value")
         return cut
 
-    def _metadata(self, legacy_id: Any, payload: Any, note: Any, changes: list[str]) -> str | None:
+    def _metadata(self, legacy_id: Any, payload: Any, note: Note, changes: list[str]) -> str | None:
         if payload is None and not changes:
             return None
         meta: dict[str, Any] = {}

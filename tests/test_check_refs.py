@@ -1,4 +1,5 @@
-"""`cofi-eventlog check-refs`: a tree shaped like the plan's file list is flagged file by file; a clean one passes."""
+"""`cofi-eventlog check-refs`: a pipeline that still logs to processing_logs is flagged file by file; a clean
+one passes."""
 
 from __future__ import annotations
 

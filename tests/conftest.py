@@ -128,3 +128,23 @@ def landed(dsn: str, table: str, where: str = "", params: tuple[object, ...] = (
         row = db.fetchall(f"SELECT COUNT(*), COUNT(DISTINCT eventId), COUNT(DISTINCT fileName) "
                           f"FROM {db.name(table)} {where}", params)[0]
         return int(row[0]), int(row[1]), int(row[2])
+
+
+@pytest.fixture
+def mysql_database(mysql_dsn: str) -> Iterator[str]:
+    """The DSN of a database of its own on the MySQL server, dropped afterwards: for a test that must use
+    the default table names (batchExecutionLog, processing_logs) without meeting other tests' tables."""
+    name = f"cofi_t_{uuid.uuid4().hex[:12]}"
+    with Database(mysql_dsn) as db:
+        db.execute(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4")
+    yield f"{mysql_dsn.rsplit('/', 1)[0]}/{name}"
+    with Database(mysql_dsn) as db:
+        db.execute(f"DROP DATABASE IF EXISTS `{name}`")
+
+
+@pytest.fixture(params=["sqlite", "mysql"])
+def own_database(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A DSN whose database holds nothing of any other test, on each back-end in turn."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'own.db'}"
+    return str(request.getfixturevalue("mysql_database"))

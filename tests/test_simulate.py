@@ -154,9 +154,40 @@ def test_mysql_two_workers(capsys: pytest.CaptureFixture[str], mysql_dsn: str,
     assert result["buffered"]["insert_statements"] <= 4  # each worker's writer: one INSERT per batch
 
 
+def test_a_named_database_gets_tables_of_its_own(capsys: pytest.CaptureFixture[str], own_database: str) -> None:
+    """Without --table / --legacy-table, the real tables are neither created nor written to."""
+    dsn = own_database
+    with Database(dsn) as db:
+        db.create_events_table()  # the real events table, already holding production rows
+        db.execute(f"INSERT INTO {db.name('batchExecutionLog')} (eventId, batchId, eventType, createdAt) "
+                   "VALUES (%s, 'prod-1', 'file_start', '2026-01-01 00:00:00')", (b"p" * 16,))
+    assert main(["simulate", "--dsn", dsn, "--files", "20"]) == 0
+    out = capsys.readouterr().out
+    assert [line.split()[-2:] for line in out.splitlines() if line.startswith("events lost")] == [["0", "0"]]
+    assert "made for this run and dropped after it" in out and "cofi_sim_" in out
+    with Database(dsn) as db:
+        assert db.scalar(f"SELECT COUNT(*) FROM {db.name('batchExecutionLog')}") == 1
+        assert not db.table_exists("processing_logs")  # not re-created, as after `migrate --drop`
+        if db.dialect == "mysql":
+            left = db.fetchall("SELECT table_name FROM information_schema.tables WHERE table_schema = DATABASE()")
+        else:
+            left = db.fetchall("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite%'")
+    assert [r[0] for r in left] == ["batchExecutionLog"]
+
+
+def test_named_tables_are_used_and_kept(capsys: pytest.CaptureFixture[str], sqlite_dsn: str,
+                                       tables: tuple[str, str]) -> None:
+    result = simulate(capsys, sqlite_dsn, tables, "--files", "20")
+    events = check_shapes(result, 20)
+    with Database(sqlite_dsn) as db:
+        assert db.scalar(f"SELECT COUNT(*) FROM {db.name(tables[0])}") == 2 * events  # a row per shape and event
+        assert db.scalar(f"SELECT COUNT(*) FROM {db.name(tables[1])}") == events  # the legacy shape's other row
+
+
 def test_default_is_a_temporary_sqlite_and_prints_the_table(capsys: pytest.CaptureFixture[str], tmp_path: Path,
                                                             monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    monkeypatch.delenv("COFI_EVENTLOG_DSN", raising=False)
     assert main(["simulate", "--files", "40"]) == 0
     out = capsys.readouterr()
     assert "(temporary, deleted after the run)" in out.out

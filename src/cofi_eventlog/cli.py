@@ -4,22 +4,28 @@ exposes ``register(subparsers)``; this file only wires them together."""
 from __future__ import annotations
 
 import argparse
+import sqlite3
 import sys
 from collections.abc import Sequence
 
+import pymysql
+
 from . import __version__
-from .tools import check_refs, init_db, migrate, report, simulate, spool, verify
+from .sinks import mysql
+from .tools import check_refs, init_db, migrate, prune, report, simulate, spool, verify
 
 # in the order `--help` lists them
-SUBCOMMANDS = (simulate, init_db, migrate, verify, check_refs, report, spool)
+SUBCOMMANDS = (simulate, init_db, migrate, verify, check_refs, report, prune, spool)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="cofi-eventlog",
         description="The batchExecutionLog event logger's tools: measure the write reduction (simulate), "
-                    "and carry out the migration from processing_logs (init-db, migrate, verify, check-refs, "
-                    "report).")
+                    "carry out the migration from processing_logs (init-db, migrate, verify, check-refs, "
+                    "report), keep the table to a retention period (prune), and see to the loggers' disk "
+                    "spools (spool). A command that needs a database takes it from --dsn, else from the file "
+                    "--dsn-file names, else from $COFI_EVENTLOG_DSN.")
     parser.add_argument("--version", action="version", version=f"cofi-eventlog {__version__}")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for module in SUBCOMMANDS:
@@ -36,6 +42,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return 0
+    except (pymysql.MySQLError, sqlite3.Error) as exc:  # a statement the database refused, past connecting
+        text = str(mysql.classify(exc)) if isinstance(exc, pymysql.MySQLError) else f"sqlite error: {exc}"
+        print(f"cofi-eventlog {args.command}: {text}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

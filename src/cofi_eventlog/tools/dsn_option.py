@@ -14,9 +14,13 @@ from typing import Any
 ENV = "COFI_EVENTLOG_DSN"
 
 
-def add_dsn_option(parser: Any) -> None:
-    parser.add_argument("--dsn", help=f"mysql://user:pass@host:3306/db or sqlite:///path (default: ${ENV})")
-    parser.add_argument("--dsn-file", metavar="PATH", help="read the DSN from the first line of this file")
+def add_dsn_option(parser: Any, *, default: str | None = None) -> None:
+    """--dsn and --dsn-file, one or the other. ``default`` says what a command uses when neither is
+    given and the variable is unset."""
+    group = parser.add_mutually_exclusive_group()
+    otherwise = f", else {default}" if default else ""
+    group.add_argument("--dsn", help=f"mysql://user:pass@host:3306/db or sqlite:///path (default: ${ENV}{otherwise})")
+    group.add_argument("--dsn-file", metavar="PATH", help="read the DSN from the first line of this file")
 
 
 def dsn_from(args: argparse.Namespace) -> str | None:

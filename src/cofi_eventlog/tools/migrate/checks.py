@@ -1,65 +1,104 @@
-"""Verification after the backfill: per batch, as many migrated events as legacy rows, alongside the
-results of the migration plan's two verification queries."""
+"""What the copy-and-check pass found, per batch and per row, and how it is told to a person.
+
+A legacy row passes when the events table holds the event it maps to, equal in every column. Only legacy
+rows still present are checked: events of another source table, or of legacy rows deleted since they were
+copied, never make a batch fail.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
 from typing import Any
 
-from ...database import Database
-from .mapping import MARKER
-
-SEED_QUERY_ERRORS = "SELECT COUNT(*) FROM {events} WHERE eventType = 'error' AND batchId = <batch>"
-SEED_QUERY_LEGACY = "SELECT COUNT(*) FROM {legacy} WHERE batch_id = '<batch>'"
+_LISTED = 20  # rows listed per kind of problem; the rest are counted
 
 
-@dataclass(frozen=True)
-class BatchCheck:
-    batch: str
-    legacy_rows: int  # the second seed query
-    migrated: int
-    error_events: int  # the first seed query
+@dataclass
+class BatchTally:
+    rows: int = 0  # legacy rows of the batch
+    carried: int = 0  # rows whose event is stored, equal in every column
+    errors: int = 0  # of those, error events
 
     @property
     def ok(self) -> bool:
-        return self.legacy_rows == self.migrated
+        return self.rows == self.carried
 
 
-def _grouped(db: Database, sql: str, params: tuple[Any, ...] = ()) -> dict[str, int]:
-    return {str(batch): int(count) for batch, count in db.fetchall(sql, params)}
+@dataclass
+class Outcome:
+    batches: dict[str, BatchTally] = field(default_factory=dict)
+    written: int = 0  # events written by this run
+    present: int = 0  # events already stored, equal to their legacy row
+    to_write: int = 0  # dry run: events that would be written
+    counts: Counter[str] = field(default_factory=Counter)  # problem kind → rows
+    listed: dict[str, list[str]] = field(default_factory=dict)  # problem kind → the first rows, described
 
+    def _batch(self, batch: Any) -> BatchTally:
+        return self.batches.setdefault(str(batch), BatchTally())
 
-def migrated_count(db: Database, target: str) -> int:
-    return int(db.scalar(f"SELECT COUNT(*) FROM {db.name(target)} WHERE SUBSTR(eventId, 9, 4) = %s", (MARKER,)))
+    def _problem(self, kind: str, batch: Any, text: str) -> None:
+        self._batch(batch).rows += 1
+        self.counts[kind] += 1
+        lines = self.listed.setdefault(kind, [])
+        if len(lines) < _LISTED:
+            lines.append(text)
 
+    def carried(self, batch: str, new: bool, error: bool) -> None:
+        tally = self._batch(batch)
+        tally.rows += 1
+        tally.carried += 1
+        tally.errors += error
+        if new:
+            self.written += 1
+        else:
+            self.present += 1
 
-def check_batches(db: Database, legacy: str, target: str) -> list[BatchCheck]:
-    batch_id, batch = db.name("batch_id"), db.name("batchId")
-    legacy_counts = _grouped(db, f"SELECT {batch_id}, COUNT(*) FROM {db.name(legacy)} GROUP BY {batch_id}")
-    migrated = _grouped(db, f"SELECT {batch}, COUNT(*) FROM {db.name(target)} WHERE SUBSTR(eventId, 9, 4) = %s "
-                            f"GROUP BY {batch}", (MARKER,))
-    errors = _grouped(db, f"SELECT {batch}, COUNT(*) FROM {db.name(target)} WHERE eventType = 'error' "
-                          f"GROUP BY {batch}")
-    batches = sorted(set(legacy_counts) | set(migrated))
-    return [BatchCheck(b, legacy_counts.get(b, 0), migrated.get(b, 0), errors.get(b, 0)) for b in batches]
+    def absent(self, batch: str, legacy_id: Any, *, to_write: bool) -> None:
+        if to_write:
+            self._batch(batch).rows += 1
+            self.to_write += 1
+        else:
+            self._problem("missing", batch, f"legacy row id={legacy_id}: its event was written but is not there")
 
+    def not_carried(self, batch: Any, legacy_id: Any, problem: str) -> None:
+        self._problem("not carried", batch, f"legacy row id={legacy_id} (batch {batch}): {problem}")
 
-def render(checks: list[BatchCheck], legacy: str, target: str, *, limit: int = 20) -> list[str]:
-    """The table a person reads; every mismatch is shown, matching batches up to ``limit``."""
-    shown = [c for c in checks if not c.ok] + [c for c in checks if c.ok][:limit]
-    heads = ("batch", f"query 2: {legacy} rows", f"migrated to {target}", "query 1: error events")
-    width = max([len(heads[0])] + [len(c.batch) for c in shown])
-    lines = [
-        "verification, per batch:",
-        f"  query 1: {SEED_QUERY_ERRORS.format(events=target)}",
-        f"  query 2: {SEED_QUERY_LEGACY.format(legacy=legacy)}",
-        f"  {heads[0]:<{width}}  {heads[1]}  {heads[2]}  {heads[3]}",
-    ]
-    for check in shown:
-        lines.append(f"  {check.batch:<{width}}  {check.legacy_rows:>{len(heads[1])}}  "
-                     f"{check.migrated:>{len(heads[2])}}  {check.error_events:>{len(heads[3])}}  "
-                     f"{'ok' if check.ok else 'MISMATCH'}")
-    hidden = len(checks) - len(shown)
-    if hidden:
-        lines.append(f"  … {hidden} more batches, all matching")
-    return lines
+    def differs(self, batch: str, legacy_id: Any, event_id: bytes, columns: list[str]) -> None:
+        self._problem("differs", batch, f"legacy row id={legacy_id} (batch {batch}): its event X'{event_id.hex()}' "
+                                        f"differs in {', '.join(columns)}")
+
+    @property
+    def rows(self) -> int:
+        return sum(t.rows for t in self.batches.values())
+
+    @property
+    def ok(self) -> bool:
+        return not self.counts
+
+    def problems(self) -> list[str]:
+        out = []
+        for kind, count in self.counts.items():
+            out.append(f"{count:,} row{'s' if count != 1 else ''} {kind}:")
+            out += [f"  {line}" for line in self.listed[kind]]
+            if count > len(self.listed[kind]):
+                out.append(f"  … and {count - len(self.listed[kind]):,} more")
+        return out
+
+    def table(self, source: str, target: str, *, limit: int = 20) -> list[str]:
+        """Per batch: legacy rows, and how many have their event. Every failing batch is shown; passing
+        ones up to ``limit``."""
+        failing = sorted((b, t) for b, t in self.batches.items() if not t.ok)
+        passing = sorted((b, t) for b, t in self.batches.items() if t.ok)
+        shown = failing + passing[:limit]
+        heads = ("batch", f"rows in {source}", f"with their event in {target}", "error events")
+        width = min(max([len(heads[0])] + [len(b) for b, _ in shown]), 40)
+        lines = [f"  {heads[0]:<{width}}  {heads[1]}  {heads[2]}  {heads[3]}"]
+        for batch, tally in shown:
+            name = batch if len(batch) <= width else batch[: width - 1] + "…"
+            lines.append(f"  {name:<{width}}  {tally.rows:>{len(heads[1])},}  {tally.carried:>{len(heads[2])},}  "
+                         f"{tally.errors:>{len(heads[3])},}{'' if tally.ok else '  MISSING OR DIFFERENT'}")
+        hidden = len(passing) - len(passing[:limit])
+        if hidden:
+            lines.append(f"  … {hidden:,} more batches, every row with its event")
+        return lines

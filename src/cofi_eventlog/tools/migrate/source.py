@@ -16,7 +16,7 @@ ASSUMED = {
     "status": "no status column: rows with an error_message become 'error' events, the others 'file_complete'",
     "error_message": "no error_message column: events carry no message",
     "input_payload": "no input_payload column: events carry no metadata",
-    "created_at": "no created_at column: createdAt is the time of the first run, eventIds order by id",
+    "created_at": "no created_at column: every createdAt is 1970-01-01, and eventIds order by id",
 }
 
 
@@ -30,18 +30,41 @@ class LegacyTable:
         return column in self.columns
 
 
+INTEGER_TYPES = ("tinyint", "smallint", "mediumint", "int", "bigint")
+
+
+def column_types(db: Database, name: str) -> dict[str, str]:
+    """Column → its declared type, lower case."""
+    if db.dialect == "mysql":
+        rows = db.fetchall("SELECT column_name, data_type FROM information_schema.columns "
+                           "WHERE table_schema = DATABASE() AND table_name = %s", (name,))
+        return {str(c): str(t).lower() for c, t in rows}
+    return {str(r[1]): str(r[2]).lower() for r in db.fetchall(f"PRAGMA table_info({db.name(name)})")}
+
+
 def inspect(db: Database, name: str) -> LegacyTable:
-    present = set(db.columns(name))
-    missing = [c for c in REQUIRED if c not in present]
+    """The legacy table's usable columns and the assumptions its shape forces. Refuses, before anything
+    changes, a table whose ids cannot order and name its rows: not integers, repeated, or NULL."""
+    types = column_types(db, name)
+    missing = [c for c in REQUIRED if c not in types]
     if missing:
         raise MigrationError(f"{name} lacks column(s) {', '.join(missing)}; it is not a processing_logs table")
-    table = LegacyTable(name, [c for c in REQUIRED + OPTIONAL if c in present])
-    table.assumptions = [ASSUMED[c] for c in OPTIONAL if c not in present]
-    if db.dialect == "mysql" and table.has("created_at"):
-        kind = db.scalar("SELECT data_type FROM information_schema.columns WHERE table_schema = DATABASE() "
-                         "AND table_name = %s AND column_name = 'created_at'", (name,))
-        if str(kind).lower() != "timestamp":
-            table.assumptions.append(f"created_at is {kind}, which holds no time zone: read as UTC")
+    if db.dialect == "mysql" and types["id"] not in INTEGER_TYPES:
+        raise MigrationError(f"{name}.id is {types['id']}; migrate needs integer ids, which every eventId keeps")
+    if db.dialect == "sqlite":
+        others = int(db.scalar(f"SELECT COUNT(*) FROM {db.name(name)} WHERE typeof(id) NOT IN ('integer', 'null')"))
+        if others:
+            raise MigrationError(f"{others} rows of {name} have an id that is not an integer; migrate needs "
+                                 "integer ids, which every eventId keeps (nothing was changed)")
+    rows, distinct, present = db.fetchall(f"SELECT COUNT(*), COUNT(DISTINCT {db.name('id')}), COUNT({db.name('id')}) "
+                                          f"FROM {db.name(name)}")[0]
+    if not int(rows) == int(distinct) == int(present):
+        raise MigrationError(f"{name}.id must name one row each, but {int(rows) - int(present)} rows have no id "
+                             f"and {int(present) - int(distinct)} repeat an id another row has (nothing was changed)")
+    table = LegacyTable(name, [c for c in REQUIRED + OPTIONAL if c in types])
+    table.assumptions = [ASSUMED[c] for c in OPTIONAL if c not in types]
+    if db.dialect == "mysql" and table.has("created_at") and types["created_at"] != "timestamp":
+        table.assumptions.append(f"created_at is {types['created_at']}, which holds no time zone: read as UTC")
     elif db.dialect == "sqlite" and table.has("created_at"):
         table.assumptions.append("created_at is SQLite text: read as UTC, as SQLite's 'now' is")
     return table

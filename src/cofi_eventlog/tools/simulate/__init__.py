@@ -1,14 +1,18 @@
-"""``cofi-eventlog simulate``: the seed's before/after, measured by the database.
+"""``cofi-eventlog simulate``: the dual logging this library replaces against the library itself, measured
+by the database.
 
 A batch runs through the five stages twice on the same database: in the legacy shape (every event a
 ``processing_logs`` row written and committed, plus an unbuffered ``batchExecutionLog`` row) and in the
-buffered shape (EventLogger). The table it prints is the seed's "Benefits After Migration", counted.
+buffered shape (EventLogger). It prints rows, INSERT statements and time for each, as counted.
+In a database the user names, it writes only into tables it made for the run (and drops them after), or
+into the ones named with --table / --legacy-table.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import secrets
 import shutil
 import sys
 import tempfile
@@ -17,6 +21,7 @@ from typing import Any
 
 from ... import SinkError
 from ...database import DEFAULT_TABLE, Database
+from ..dsn_option import add_dsn_option, dsn_from
 from .legacy import LEGACY_TABLE, processing_logs_ddl
 from .output import as_json, notes, table, wrapped
 from .pipeline import SHAPES, STAGES, Plan
@@ -28,9 +33,9 @@ def register(subparsers: Any) -> None:
         "simulate", help="run a batch in the legacy and buffered shapes and count the writes",
         description="Run a batch through the stages " + " → ".join(STAGES) + " in the legacy shape (two single-row "
                     "INSERTs per event) and the buffered shape (EventLogger), one after the other on the same "
-                    "database, and print what the database counted.")
-    parser.add_argument("--dsn", help="mysql://user:pass@host:3306/db or sqlite:///path "
-                                      "(default: SQLite in a temporary folder, deleted afterwards)")
+                    "database, and print what the database counted. It writes into tables it creates for the run "
+                    "and drops afterwards, unless --table / --legacy-table name tables to use.")
+    add_dsn_option(parser, default="SQLite in a temporary folder, deleted afterwards")
     parser.add_argument("--files", type=_bounded(int, 1), default=10000,
                         help="files in the batch (default: %(default)s)")
     parser.add_argument("--mode", choices=(*SHAPES, "both"), default="both",
@@ -40,8 +45,10 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--failure-rate", type=_bounded(float, 0.0, 1.0), default=0.01,
                         help="share of files that fail at some stage and leave the batch (default: %(default)s)")
     parser.add_argument("--json", action="store_true", help="print one JSON object with a key per shape")
-    parser.add_argument("--table", default=DEFAULT_TABLE, help="events table (default: %(default)s)")
-    parser.add_argument("--legacy-table", default=LEGACY_TABLE, help="legacy table (default: %(default)s)")
+    parser.add_argument("--table", help="events table to write into, created if missing and kept "
+                                        "(default: one made for the run and dropped after it)")
+    parser.add_argument("--legacy-table", help="legacy table to write into, created if missing and kept "
+                                               "(default: one made for the run and dropped after it)")
     parser.set_defaults(run=run)
 
 
@@ -61,11 +68,16 @@ def _bounded(kind: Callable[[str], Any], low: float, high: float | None = None) 
 
 def run(args: argparse.Namespace) -> int:
     shapes = SHAPES if args.mode == "both" else (args.mode,)
-    temp = None if args.dsn else tempfile.mkdtemp(prefix="cofi-eventlog-simulate-")
-    dsn = args.dsn or f"sqlite:///{os.path.join(temp or '', 'simulate.db')}"
+    temp = dsn = None
+    made: list[str] = []
     results: dict[str, ShapeResult] = {}
     try:
+        dsn = dsn_from(args)
+        if dsn is None:
+            temp = tempfile.mkdtemp(prefix="cofi-eventlog-simulate-")
+            dsn = f"sqlite:///{os.path.join(temp, 'simulate.db')}"
         target, shown = prepare(dsn, args.table, args.legacy_table, legacy="legacy" in shapes,
+                                users_database=temp is None, made=made,
                                 spool_dir=os.path.join(temp, "spool") if temp else None)
         plan = Plan.make(args.files, args.failure_rate)
         for shape in shapes:
@@ -74,12 +86,16 @@ def run(args: argparse.Namespace) -> int:
         print(f"cofi-eventlog simulate: {exc}", file=sys.stderr)
         return 2
     finally:
+        if made and dsn:
+            drop_tables(dsn, made)
         if temp:
             shutil.rmtree(temp, ignore_errors=True)
     if args.json:
         print(as_json(results))
     else:
         where = f"{shown} (temporary, deleted after the run)" if temp else shown
+        if made:
+            where += f", in {' and '.join(made)}, made for this run and dropped after it"
         workers = f"{args.workers} worker process{'es' if args.workers > 1 else ''}"
         print(table(results, f"{args.files:,} files × {len(STAGES)} stages, {workers}, "
                              f"{args.failure_rate:.1%} failing, on {where}"))
@@ -88,12 +104,29 @@ def run(args: argparse.Namespace) -> int:
     return 0 if all(r.lost == 0 and r.flushed for r in results.values()) else 1
 
 
-def prepare(dsn: str, table: str, legacy_table: str, *, legacy: bool, spool_dir: str | None) -> tuple[Target, str]:
+def prepare(dsn: str, table: str | None, legacy_table: str | None, *, legacy: bool, users_database: bool,
+            made: list[str], spool_dir: str | None) -> tuple[Target, str]:
     """Create the tables up front, so the runs count only their own writes; returns the target and the
-    DSN as it may be shown (no password)."""
+    DSN as it may be shown (no password). In the user's database, a table the user did not name is made
+    for the run under a new name, and listed in ``made`` for dropping afterwards."""
+    token = secrets.token_hex(4)
     with Database(dsn) as db:
-        db.create_events_table(table)
+        events = table or (f"cofi_sim_{token}_events" if users_database else DEFAULT_TABLE)
+        old = legacy_table or (f"cofi_sim_{token}_processing_logs" if users_database else LEGACY_TABLE)
+        for name, named in [(events, table)] + ([(old, legacy_table)] if legacy else []):
+            db.name(name)  # refuses anything but a plain identifier
+            if named is None and users_database:
+                if db.table_exists(name):
+                    raise ValueError(f"table {name} already exists; simulate writes only into tables it made "
+                                     "or was told to use (--table, --legacy-table)")
+                made.append(name)
+        db.create_events_table(events)
         if legacy:
-            db.name(legacy_table)  # refuses anything but a plain identifier
-            db.execute(processing_logs_ddl(db.dialect, legacy_table))
-        return Target(dsn, db.dialect, table, legacy_table, spool_dir), db.dsn.redacted()
+            db.execute(processing_logs_ddl(db.dialect, old))
+        return Target(dsn, db.dialect, events, old, spool_dir), db.dsn.redacted()
+
+
+def drop_tables(dsn: str, tables: list[str]) -> None:
+    with Database(dsn) as db:
+        for name in tables:
+            db.execute(f"DROP TABLE IF EXISTS {db.name(name)}")

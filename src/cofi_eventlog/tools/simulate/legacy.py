@@ -1,6 +1,6 @@
-"""The seed's "before": the retired ``processing_logs`` table, the ``ProcessingLogRepo`` that wrote it, and
-the unbuffered event log beside it. It lives only here, in the simulation (and as the source side of
-``migrate``), never in the library's API."""
+"""Dual logging as pipelines did it before this library: the retired ``processing_logs`` table, the
+``ProcessingLogRepo`` that wrote it, and the unbuffered event log beside it. It lives only here, in the
+simulation (and as the source side of ``migrate``), never in the library's API."""
 
 from __future__ import annotations
 

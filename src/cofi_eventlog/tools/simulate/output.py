@@ -34,7 +34,7 @@ def _ratio(a: float, b: float) -> str:
 
 
 def table(results: dict[str, ShapeResult], header: str) -> str:
-    """The seed's "Benefits After Migration" table, measured."""
+    """Each shape's figures side by side, with the ratio legacy ÷ buffered."""
     shapes = list(results)
     both = len(shapes) == 2
     sqlite = any(r.server_wide is None for r in results.values())

@@ -148,7 +148,7 @@ def run_legacy(job: Job, progress: Any) -> WorkerResult:
 
 
 def run_buffered(job: Job, progress: Any) -> WorkerResult:
-    """The seed's call shape: methods called on the class, going to the process-wide logger."""
+    """Pipeline code's call shape: methods called on the class, going to the process-wide logger."""
     counter = counter_for(job.dialect)
     logger = EventLogger.configure(job.dsn, table=job.table, on_connect=counter.attach,
                                    spool_dir=job.spool_dir)

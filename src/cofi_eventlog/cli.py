@@ -8,18 +8,18 @@ import sys
 from collections.abc import Sequence
 
 from . import __version__
-from .tools import check_refs, init_db, migrate, report, simulate, verify
+from .tools import check_refs, dashboard, init_db, migrate, report, simulate, verify
 
 # in the order `--help` lists them
-SUBCOMMANDS = (simulate, init_db, migrate, verify, check_refs, report)
+SUBCOMMANDS = (simulate, init_db, migrate, verify, check_refs, report, dashboard)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="cofi-eventlog",
         description="The batchExecutionLog event logger's tools: measure the write reduction (simulate), "
-                    "and carry out the migration from processing_logs (init-db, migrate, verify, check-refs, "
-                    "report).")
+                    "carry out the migration from processing_logs (init-db, migrate, verify, check-refs), "
+                    "and watch batches (report, dashboard).")
     parser.add_argument("--version", action="version", version=f"cofi-eventlog {__version__}")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for module in SUBCOMMANDS:

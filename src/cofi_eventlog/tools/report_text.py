@@ -47,7 +47,7 @@ def _clip(text: str, width: int) -> str:
 
 def render(report: dict[str, Any], *, top: int = 5) -> list[str]:
     r = report
-    files = f"{_n(r['files'])} files ({r['files_from']})" if r["files"] is not None else "no files"
+    files = f"{_n(r['files'])} files (from {r['files_from']})" if r["files"] is not None else "no files"
     lines = [f"batch {printable(r['batch'])} in {r['table']}: {r['state'].upper()}",
              f"  {files}, {_n(r['events'])} events, {_n(r['errors'])} errors, "
              f"{_n(r['progress_pct'])}% done",

@@ -22,6 +22,7 @@ from .collect import BatchData, Group
 from .error_groups import group_errors
 from .times import iso
 
+MIN_SPAN = 1.0  # seconds of events below which no rate is given: it would say nothing
 PROGRESS, BATCH_START, PREVIOUS, SEEN = "progress events", "batch_start", "previous stage", "files seen"
 
 
@@ -62,11 +63,14 @@ def figures(data: BatchData, table: str, *, now: datetime | None = None, quiet_a
             batch_total = max(batch_total or 0, g.total)
     live = not data.migrated and (now - data.last).total_seconds() <= quiet_after
     stages = _stages(data.groups, batch_total, now, quiet_after, live)
+    if data.migrated:  # legacy rows tell when each file ended, not how fast anything ran
+        for stage in stages:
+            stage["files_per_minute"] = None
     short = any(s["waiting"] or s["in_flight"] for s in stages)
     state = states.batch_state(short=short, said_complete=by_type.get("batch_complete", 0) > 0, live=live,
                                migrated=data.migrated)
     seconds = (data.last - data.first).total_seconds()
-    rated = seconds > 0 and not data.migrated
+    rated = seconds >= MIN_SPAN and not data.migrated
     error_groups, left_off = group_errors(data.errors)
     return {
         "batch": data.batch, "table": table, "now": iso(now), "state": state, "migrated": data.migrated,
@@ -151,7 +155,7 @@ def _stage(s: _Stage, trails: list[_Trail], batch_total: int | None, previous: d
                                recent=recent)
     running = state == states.RUNNING
     minutes = (s.last - s.first).total_seconds() / 60
-    rate = done / minutes if minutes > 0 else None
+    rate = done / minutes if minutes * 60 >= MIN_SPAN else None
     return {
         "stage": s.name, "state": state, "total": total, "total_from": source,
         "completed": completed, "failed": failed, "in_flight": in_flight, "waiting": waiting,
@@ -185,7 +189,7 @@ def _gpus(groups: list[Group], now: datetime, quiet_after: float, live: bool) ->
         first, last = gpu.pop("first"), gpu.pop("last")
         minutes = (last - first).total_seconds() / 60
         silent = max(0.0, (now - last).total_seconds())
-        out.append({**gpu, "files_per_minute": round(gpu["completed"] / minutes, 1) if minutes > 0 else None,
+        out.append({**gpu, "files_per_minute": round(gpu["completed"] / minutes, 1) if minutes * 60 >= MIN_SPAN else None,
                     "first_seen": iso(first), "last_seen": iso(last), "quiet_seconds": round(silent, 1),
                     "quiet": live and silent > quiet_after})
     return out

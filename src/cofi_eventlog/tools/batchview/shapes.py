@@ -16,7 +16,7 @@ _FOLDS = (
     (re.compile(r"\b(?=[0-9a-f]*\d)(?=[0-9a-f]*[a-f])[0-9a-f]{8,}\b", re.I), "<id>"),
     (re.compile(r"\b\d{1,3}(?:\.\d{1,3}){3}(?::\d+)?\b"), "<ip>"),
     (re.compile(r"0x[0-9a-f]+", re.I), "<n>"),
-    (re.compile(r"\d+(?:[.,]\d+)*(?:e[-+]?\d+)?", re.I), "<n>"),
+    (re.compile(r"(?<![A-Za-z_\d])\d+(?:[.,]\d+)*(?:e[-+]?\d+)?", re.I), "<n>"),  # not the 1 of llm1
 )
 _LEADING_TYPE = re.compile(r"^((?:[A-Za-z_]\w*\.)*[A-Z]\w*(?:Error|Exception|Exit|Interrupt|Timeout|Warning|Fault))"
                            r"(?::\s*|\s*$)")

@@ -187,9 +187,9 @@ def _gpus(groups: list[Group], now: datetime, quiet_after: float, live: bool) ->
     out = []
     for gpu in sorted(found.values(), key=lambda x: _natural(x["gpu"])):
         first, last = gpu.pop("first"), gpu.pop("last")
-        minutes = (last - first).total_seconds() / 60
+        span = (last - first).total_seconds()
         silent = max(0.0, (now - last).total_seconds())
-        out.append({**gpu, "files_per_minute": round(gpu["completed"] / minutes, 1) if minutes * 60 >= MIN_SPAN else None,
+        out.append({**gpu, "files_per_minute": round(gpu["completed"] * 60 / span, 1) if span >= MIN_SPAN else None,
                     "first_seen": iso(first), "last_seen": iso(last), "quiet_seconds": round(silent, 1),
                     "quiet": live and silent > quiet_after})
     return out

@@ -27,7 +27,7 @@ from .times import micros, moment, stored
 MAX_ERRORS = 5000  # error events read for grouping; the count of all of them is exact
 MAX_TRAILS = 1000  # files with errors whose attempts are followed
 MAX_SLOTS = 60  # time slots in the chart
-SLOT_SECONDS = (60, 120, 300, 600, 900, 1800, 3600, 7200, 21600, 43200, 86400)
+SLOT_SECONDS = (1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 21600, 43200, 86400)
 MIGRATED_MARK = b"PLOG"  # bytes 9..12 of a migrated eventId (tools/migrate/mapping.py)
 
 

@@ -164,7 +164,7 @@ def _stage(s: _Stage, trails: list[_Trail], batch_total: int | None, previous: d
         "first_event": iso(s.first), "last_event": iso(s.last), "end": None if running else iso(s.last),
         "seconds": round(((now if running else s.last) - s.first).total_seconds(), 1),
         "files_per_minute": None if rate is None else round(rate, 1),
-        "eta_seconds": round((waiting + in_flight) / rate * 60) if running and rate else None,
+        "eta_seconds": round((waiting + in_flight) / rate * 60, 1) if running and rate else None,
     }
 
 

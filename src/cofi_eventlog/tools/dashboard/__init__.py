@@ -18,7 +18,7 @@ from ...database import DEFAULT_TABLE
 from ...sinks import SinkError
 from ..batchview import Reader
 from ..dsn_option import add_dsn_option, require_dsn
-from .access import TOKEN_ENV, Gate, check_bind
+from .access import TOKEN_ENV, check_bind
 from .server import Dashboard, serve
 
 
@@ -47,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
             if not reader.table_exists(args.table):
                 raise ValueError(f"{args.table} does not exist in {reader.dsn.redacted()}")
             shown = reader.dsn.redacted()
-        server = serve(Dashboard(dsn, args.table, Gate(token, args.port), quiet_after=args.quiet_after),
+        server = serve(Dashboard(dsn, args.table, token, quiet_after=args.quiet_after),
                        args.host, args.port)
     except (SinkError, ValueError, OSError) as exc:
         print(f"dashboard: {exc}", file=sys.stderr)

@@ -42,10 +42,11 @@ def load_assets() -> dict[str, tuple[bytes, str]]:
 class Dashboard:
     """What the handler needs: where to read, what to show, who may see it."""
 
-    def __init__(self, dsn: str, table: str, gate: Gate, *, quiet_after: float = 60.0) -> None:
+    def __init__(self, dsn: str, table: str, token: str | None, *, quiet_after: float = 60.0) -> None:
         self.dsn = dsn
         self.table = table
-        self.gate = gate
+        self.token = token
+        self.gate = Gate(token, 0)
         self.views = BatchViews(table, quiet_after=quiet_after)
         self.assets = load_assets()
 
@@ -58,6 +59,7 @@ def serve(dashboard: Dashboard, host: str, port: int) -> ThreadingHTTPServer:
     handler = type("Handler", (_Handler,), {"dashboard": dashboard})
     server = ThreadingHTTPServer((host, port), handler)
     server.daemon_threads = True
+    dashboard.gate = Gate(dashboard.token, server.server_address[1])  # the port bound, when 0 was asked
     return server
 
 

@@ -143,7 +143,7 @@ function stagesTable(data) {
 function chart(data) {
   const c = data.chart, W = 1000, left = 110, right = 16, rowH = 18;
   const start = Date.parse(c.start), slotMs = c.slot_seconds * 1000;
-  const end = Math.max(start + c.slots * slotMs, Date.parse(data.last_event));
+  const end = Math.max(start + c.slots * slotMs, Date.parse(data.last_event), data.state === "running" ? Date.parse(data.now) : 0);
   const x = (t) => left + ((t - start) / Math.max(1, end - start)) * (W - left - right);
   const color = (i) => PALETTE[i % PALETTE.length];
   const stages = data.stages.map((s) => s.stage);
@@ -183,7 +183,7 @@ function chart(data) {
   for (let k = 0; k <= 5; k++) {
     const t = start + ((end - start) * k) / 5;
     out.append(svg("text", { x: x(t), y: H - 6, "text-anchor": k === 0 ? "start" : k === 5 ? "end" : "middle" },
-      new Date(t).toISOString().slice(11, 16) + (k === 0 ? " UTC" : "")));
+      new Date(t).toISOString().slice(11, end - start < 600000 ? 19 : 16) + (k === 0 ? " UTC" : "")));
   }
   const legend = el("p", { class: "legend" }, stages.map((name, i) => el("span", {}, svgSwatch(color(i)), name)),
     el("span", {}, svgSwatch("#c62828"), "errors (all stages)"));

@@ -178,7 +178,8 @@ function chart(data) {
     if (!v) return;
     const h = (v / errPeak) * errH;
     out.append(svg("rect", { class: "err", x: slotX(k) - barW / 2, y: errTop + errH - h, width: barW, height: h },
-      svg("title", {}, `${utc(new Date(start + k * slotMs).toISOString())}: ${num(v)} errors/min`)));
+      svg("title", {}, `${utc(new Date(start + k * slotMs).toISOString())}: ${num(v)} errors/min — ` +
+        c.series.filter((s) => s.errors[k]).map((s) => `${s.stage === null ? "no stage" : s.stage} ${num(s.errors[k] * perMinute)}`).join(", "))));
   });
   for (let k = 0; k <= 5; k++) {
     const t = start + ((end - start) * k) / 5;

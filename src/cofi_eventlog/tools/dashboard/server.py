@@ -9,6 +9,7 @@ requests and nothing else, so stored text could not run as script even if it wer
 
 from __future__ import annotations
 
+import socket
 import sys
 import time
 from collections.abc import Callable
@@ -57,7 +58,9 @@ class Dashboard:
 def serve(dashboard: Dashboard, host: str, port: int) -> ThreadingHTTPServer:
     """A bound server (port 0 picks a free one); call serve_forever() on it."""
     handler = type("Handler", (_Handler,), {"dashboard": dashboard})
-    server = ThreadingHTTPServer((host, port), handler)
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    server: ThreadingHTTPServer = type("Server", (ThreadingHTTPServer,), {"address_family": family})((host, port),
+                                                                                                    handler)
     server.daemon_threads = True
     dashboard.gate = Gate(dashboard.token, server.server_address[1])  # the port bound, when 0 was asked
     return server

@@ -65,7 +65,7 @@ def fill(dsn: str, table: str) -> int:
     written = 0
     chunk: list[Row] = []
     batches = [(f"hist-{b:03d}", SMALL_FILES, now - (SMALL_BATCHES - b + 1) * 3_600_000_000, 600)
-               for b in range(SMALL_BATCHES)] + [("big", BIG_FILES, now - 900_000_000, 880)]
+               for b in range(SMALL_BATCHES)] + [("big", BIG_FILES, now - 1_800_000_000, 880)]
     for batch, files, start, span in batches:
         for row in batch_rows(batch, files, start, span, rng):
             chunk.append(row)

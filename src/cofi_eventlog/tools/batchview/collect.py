@@ -71,7 +71,6 @@ class BatchData:
     groups: list[Group] = field(default_factory=list)
     errors: list[ErrorEvent] = field(default_factory=list)
     migrated: bool = False
-    key_range_used: bool = False
 
     @property
     def fingerprint(self) -> tuple[int, datetime]:
@@ -97,7 +96,7 @@ def collect(reader: Reader, table: str, batch: str) -> BatchData | None:
     data = BatchData(batch, first, last, next((s for s in SLOT_SECONDS if span / s < MAX_SLOTS), SLOT_SECONDS[-1]))
     window = [stored(first), stored(last)]
     data.errors = _errors(reader, t, batch, window)
-    data.groups, data.key_range_used = _groups(reader, t, table, data, window)
+    data.groups = _groups(reader, t, table, data, window)
     data.events = sum(g.events for g in data.groups)
     newest = reader.scalar(f"SELECT eventId FROM {t} WHERE batchId = %s ORDER BY createdAt DESC LIMIT 1", (batch,))
     data.migrated = newest is not None and bytes(newest)[8:12] == MIGRATED_MARK
@@ -118,7 +117,7 @@ def _errors(reader: Reader, t: str, batch: str, window: list[str]) -> list[Error
     return out
 
 
-def _groups(reader: Reader, t: str, table: str, data: BatchData, window: list[str]) -> tuple[list[Group], bool]:
+def _groups(reader: Reader, t: str, table: str, data: BatchData, window: list[str]) -> list[Group]:
     """The one pass; on MySQL through the key range when that holds every event of the window (one
     statement counts both, so they see the same rows)."""
     names = list(dict.fromkeys(e.file for e in data.errors if e.file is not None))[:MAX_TRAILS]
@@ -143,13 +142,13 @@ def _groups(reader: Reader, t: str, table: str, data: BatchData, window: list[st
             f"NULL, NULL, COUNT(*), NULL, NULL, NULL, NULL FROM {t} WHERE batchId = %s AND createdAt BETWEEN %s "
             f"AND %s)",
             [*key_params, low, high, data.batch, *window, data.batch, *window])
-        counted = int(rows.pop()[5])
-        found = groups(rows)
+        counted = sum(int(r[5]) for r in rows if r[1] is None)  # the count's row: eventType is never NULL
+        found = groups([r for r in rows if r[1] is not None])
         if sum(g.events for g in found) == counted:
-            return found, True
+            return found
     rows = reader.fetchall(f"{select} FROM {t} {batch_hint} WHERE batchId = %s "
                            f"AND createdAt BETWEEN %s AND %s {group_by}", [*key_params, data.batch, *window])
-    return groups(rows), False
+    return groups(rows)
 
 
 def _group(row: tuple[Any, ...], name_of: dict[str, str]) -> Group:

@@ -12,20 +12,20 @@ import pymysql
 
 from . import __version__
 from .sinks import mysql
-from .tools import check_refs, init_db, migrate, prune, report, simulate, spool, verify
+from .tools import check_refs, dashboard, init_db, migrate, prune, report, simulate, spool, verify
 
 # in the order `--help` lists them
-SUBCOMMANDS = (simulate, init_db, migrate, verify, check_refs, report, prune, spool)
+SUBCOMMANDS = (simulate, init_db, migrate, verify, check_refs, report, dashboard, prune, spool)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="cofi-eventlog",
         description="The batchExecutionLog event logger's tools: measure the write reduction (simulate), "
-                    "carry out the migration from processing_logs (init-db, migrate, verify, check-refs, "
-                    "report), keep the table to a retention period (prune), and see to the loggers' disk "
-                    "spools (spool). A command that needs a database takes it from --dsn, else from the file "
-                    "--dsn-file names, else from $COFI_EVENTLOG_DSN.")
+                    "carry out the migration from processing_logs (init-db, migrate, verify, check-refs), "
+                    "watch batches (report, dashboard), keep the table to a retention period (prune), and see "
+                    "to the loggers' disk spools (spool). A command that needs a database takes it from --dsn, "
+                    "else from the file --dsn-file names, else from $COFI_EVENTLOG_DSN.")
     parser.add_argument("--version", action="version", version=f"cofi-eventlog {__version__}")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for module in SUBCOMMANDS:

@@ -43,18 +43,26 @@ class Coercion(Exception):
         return (TypeError if self.wrong_type else ValueError)(str(self))
 
 
+# Bytes 9-10 of every eventId migrated from a legacy table (see tools/migrate): a live id never has them.
+MIGRATED_MARK = b"PL"
+
+
 class EventIds:
     """Unique, time-ordered 16-byte ids: time_ns (8) + random node (4) + the call's sequence number (4).
 
     Cheaper than uuid4 (no urandom per id). The node is drawn per logger and again in a forked
-    child, so two processes never share one.
+    child, so two processes never share one. It never begins with MIGRATED_MARK, so a migrated
+    event is told from a live one by its id alone.
     """
 
     def __init__(self) -> None:
         self.reseed()
 
     def reseed(self) -> None:
-        self._node = int.from_bytes(os.urandom(4), "big") << 32
+        node = os.urandom(4)
+        while node.startswith(MIGRATED_MARK):
+            node = os.urandom(4)
+        self._node = int.from_bytes(node, "big") << 32
 
     def make(self, time_ns: int, seq: int) -> bytes:
         return ((time_ns << 64) | self._node | (seq & 0xFFFFFFFF)).to_bytes(16, "big")

@@ -47,7 +47,8 @@ def create_table_sql(table: str) -> str:
   `createdAt` DATETIME(6) NOT NULL,
   PRIMARY KEY (`eventId`),
   KEY `idx_batch_type_time` (`batchId`, `eventType`, `createdAt`),
-  KEY `idx_batch_time` (`batchId`, `createdAt`)
+  KEY `idx_batch_time` (`batchId`, `createdAt`),
+  KEY `idx_time_type` (`createdAt`, `eventType`)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin"""
 
 

@@ -26,7 +26,8 @@ def create_table_sql(table: str) -> str:
   createdAt TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS "{table}_batch_type_time" ON "{table}" (batchId, eventType, createdAt);
-CREATE INDEX IF NOT EXISTS "{table}_batch_time" ON "{table}" (batchId, createdAt);"""
+CREATE INDEX IF NOT EXISTS "{table}_batch_time" ON "{table}" (batchId, createdAt);
+CREATE INDEX IF NOT EXISTS "{table}_time_type" ON "{table}" (createdAt, eventType);"""
 
 
 def connect(path: str, *, timeout: float = 10.0) -> sqlite3.Connection:

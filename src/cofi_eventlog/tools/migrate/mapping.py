@@ -17,7 +17,7 @@ from typing import Any
 
 import orjson
 
-from ...events import MAX_METADATA_BYTES, TRUNCATED
+from ...events import MAX_METADATA_BYTES, MIGRATED_MARK, TRUNCATED
 from ..simulate.legacy import LEGACY_TABLE
 from .payload import payload_metadata
 
@@ -33,18 +33,20 @@ class MigrationError(Exception):
 
 
 def source_tag(table: str) -> bytes:
-    """Bytes 9–12 of every eventId migrated from ``table``.
+    """Bytes 9–12 of every eventId migrated from ``table``: the mark live ids never carry (``PL``), then
+    two bytes that tell source tables apart.
 
-    ``PLOG`` for ``processing_logs``; for any other table the first four bytes of SHA-256 of its name in lower
+    ``PLOG`` for ``processing_logs``; for any other table ``PL`` and two bytes of SHA-256 of its name in lower
     case (MySQL may fold the case of table names). Rows of two source tables with equal ids and times thus get
-    different eventIds; two names whose tags collide (one pair in 2**32) would be caught by the check that
+    different eventIds; two names whose tags collide (one pair in 65,536) would be caught by the check that
     compares every event with its legacy row.
     """
     name = table.lower()
     if name == LEGACY_TABLE:
         return b"PLOG"
     digest = hashlib.sha256(f"cofi-eventlog source table {name}".encode()).digest()
-    return digest[:4] if digest[:4] != b"PLOG" else digest[4:8]
+    tail = digest[:2] if digest[:2] != b"OG" else digest[2:4]
+    return MIGRATED_MARK + tail
 
 
 def migrated_event_id(tag: bytes, legacy_id: int, created: datetime | None) -> bytes:

@@ -61,6 +61,12 @@ def make_legacy(names: Names, rows: Sequence[Sequence[Any]], columns: Sequence[s
         db.executemany(f"INSERT INTO {db.name(names.source)} ({', '.join(columns)}) VALUES ({marks})", rows)
 
 
+def legacy_id(names: Names, call_id: str) -> int:
+    """The id the database gave a legacy row: never assume 1, 2, 3 (Galera hands out 1, 4, 7, ...)."""
+    with Database(names.dsn) as db:
+        return int(db.scalar(f"SELECT id FROM {db.name(names.source)} WHERE call_id = %s", (call_id,)))
+
+
 def legacy_rows(count: int, batches: int = 3) -> list[tuple[Any, ...]]:
     """A mix like the retired repository wrote: mostly successes, every tenth a failure, some odd payloads."""
     rows = []
@@ -195,13 +201,15 @@ def test_backups_identical_are_kept_and_differing_are_refused(names: Names,
     assert "backup: skipped" in out
 
     with Database(names.dsn) as db:
-        db.execute(f"UPDATE {db.name(names.backup)} SET error_message = 'edited' WHERE id = 3")
+        db.execute(f"UPDATE {db.name(names.backup)} SET error_message = 'edited' WHERE call_id = %s",
+                   ("call-00003.wav",))
     code, out, err = run(capsys, names.args("--quiet", "--drop"))
     assert code == 1
     assert "contents differ" in err and "not overwritten" in err
     with Database(names.dsn) as db:
         assert db.table_exists(names.source)
-        assert db.scalar(f"SELECT error_message FROM {db.name(names.backup)} WHERE id = 3") == "edited"
+        assert db.scalar(f"SELECT error_message FROM {db.name(names.backup)} WHERE call_id = %s",
+                         ("call-00003.wav",)) == "edited"
 
     other = f"{names.source}_bk2"
     try:
@@ -216,7 +224,8 @@ def test_failed_verification_keeps_the_legacy_table(names: Names, capsys: pytest
     make_legacy(names, legacy_rows(30))
     assert run(capsys, names.args("--quiet"))[0] == 0
     with Database(names.dsn) as db:  # a legacy row edited after it was copied: its event keeps the old batch
-        db.execute(f"UPDATE {db.name(names.source)} SET batch_id = 'batch-late' WHERE id = 1")
+        db.execute(f"UPDATE {db.name(names.source)} SET batch_id = 'batch-late' WHERE call_id = %s",
+                   ("call-00001.wav",))
         db.execute(f"DROP TABLE {db.name(names.backup)}")
     code, out, err = run(capsys, names.args("--quiet", "--drop"))
     assert code == 1
@@ -255,7 +264,7 @@ def test_timestamps_are_read_in_utc(mysql_names: Names, capsys: pytest.CaptureFi
     row = rows_of(names.dsn, names.target)[0]
     assert row["createdAt"] == datetime(2024, 3, 1, 7, 0, 0, 123456)
     expected_us = int(datetime(2024, 3, 1, 7, 0, 0, 123456, tzinfo=timezone.utc).timestamp()) * 10**6 + 123456
-    assert row["eventId"] == migrated_event_id(1, expected_us)
+    assert row["eventId"] == migrated_event_id(legacy_id(names, "a.wav"), expected_us)
 
 
 def test_a_value_too_long_for_the_events_table_is_a_clear_error(mysql_names: Names,
@@ -266,7 +275,7 @@ def test_a_value_too_long_for_the_events_table_is_a_clear_error(mysql_names: Nam
                         ("b.wav", "b1", "s" * 100, "success", None, None, "2024-03-01 10:00:01")], ddl=ddl)
     code, _, err = run(capsys, names.args("--quiet"))
     assert code == 2
-    assert "legacy row id=2" in err and "stage" in err
+    assert f"legacy row id={legacy_id(names, 'b.wav')}" in err and "stage" in err
     assert count_of(names.dsn, names.target) == 0  # the chunk holding it was not written, not even truncated
 
 

@@ -16,6 +16,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -235,6 +236,37 @@ class Galera:
             node.stop()
 
 
+_STARTED: dict[str, Any] = {}
+
+
+def start_galera_early() -> None:
+    """Start a 3-node cluster on a thread, so that it comes up while other tests run."""
+    if "thread" in _STARTED:
+        return
+
+    def start() -> None:
+        try:
+            cluster = Galera(scratch("cofi-galera-"))
+            _STARTED["cluster"] = cluster
+            cluster.start()
+            cluster.nodes[0].sql("CREATE DATABASE test")
+        except BaseException as exc:  # handed to the test that waits for the cluster
+            _STARTED["error"] = exc
+
+    _STARTED["thread"] = threading.Thread(target=start, name="galera-start", daemon=True)
+    _STARTED["thread"].start()
+
+
+def galera_cluster() -> Galera:
+    """The cluster start_galera_early began (begun now if it was not), once every node is Synced."""
+    start_galera_early()
+    _STARTED["thread"].join()
+    if "error" in _STARTED:
+        raise RuntimeError(f"the Galera cluster did not start: {_STARTED['error']}") from _STARTED["error"]
+    cluster: Galera = _STARTED["cluster"]
+    return cluster
+
+
 @atexit.register
 def _clean_up() -> None:
     """A test run that ends without its fixtures' teardown still leaves no server or folder behind."""
@@ -247,13 +279,7 @@ def _clean_up() -> None:
 if __name__ == "__main__":
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # `kill PID` stops the nodes too
     started = time.monotonic()
-    galera = Galera(scratch("cofi-galera-"))
-    try:
-        galera.start()
-        galera.nodes[0].sql("CREATE DATABASE test")
-        print(f"{len(galera.nodes)} nodes Synced in {time.monotonic() - started:.1f} s:",
-              galera.dsn(), flush=True)
-        if sys.argv[1:] != ["--once"]:
-            signal.pause()
-    finally:
-        galera.stop()
+    galera = galera_cluster()
+    print(f"{len(galera.nodes)} nodes Synced in {time.monotonic() - started:.1f} s:", galera.dsn(), flush=True)
+    if sys.argv[1:] != ["--once"]:
+        signal.pause()

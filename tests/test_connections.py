@@ -14,6 +14,7 @@ from urllib.parse import quote
 
 import pytest
 from conftest import rows_of
+from faultproxy import FaultProxy
 from servers import Server, make_tls, scratch
 from test_sinks import _row
 
@@ -151,28 +152,26 @@ def test_a_password_urls_mangle_logs_in_and_never_shows(server: Server, tmp_path
     log.close(timeout=5)
 
 
-def test_several_hosts_move_on_and_come_back(mysql_dsn: str, mysql_table: str, fault_proxy: object) -> None:
+def test_several_hosts_move_on_and_come_back(mysql_dsn: str, mysql_table: str, fault_proxy: FaultProxy) -> None:
     """Two routes to the shared server: through a proxy that is cut and restored, and direct."""
-    proxy = fault_proxy
     direct = parse_dsn(mysql_dsn)
-    dsn = parse_dsn(f"mysql://{direct.user}@127.0.0.1:{proxy.port},{direct.host}:{direct.port}/"  # type: ignore
-                    f"{direct.database}")
-    sink = MySQLSink(dsn, mysql_table, return_after=0.5)
+    through_proxy, straight = f"127.0.0.1:{fault_proxy.port}", f"{direct.host}:{direct.port}"
+    sink = MySQLSink(parse_dsn(f"mysql://{direct.user}@{through_proxy},{straight}/{direct.database}"), mysql_table,
+                     return_after=0.5)
     rows = [_row(i, "hosts") for i in range(30)]
     sink.write(rows[:10])
-    assert sink.host == f"127.0.0.1:{proxy.port}"  # type: ignore[attr-defined]
-    proxy.cut()  # type: ignore[attr-defined]
+    assert sink.host == through_proxy
+    fault_proxy.cut()
     with pytest.raises(SinkError):  # the connection in use dies with its host ...
         sink.write(rows[10:20])
     sink.write(rows[10:20])  # ... and the next one goes to the next host
-    assert sink.host == f"{direct.host}:{direct.port}"
-    proxy.restore()  # type: ignore[attr-defined]
+    assert sink.host == straight
+    fault_proxy.restore()
     sink.write(rows[20:25])
-    assert sink.host == f"{direct.host}:{direct.port}"  # not before return_after
+    assert sink.host == straight  # not before return_after
     time.sleep(0.6)
-    accepted = proxy.accepted  # type: ignore[attr-defined]
+    accepted = fault_proxy.accepted
     sink.write(rows[25:])
-    assert sink.host == f"127.0.0.1:{proxy.port}" and proxy.accepted == accepted + 1  # type: ignore
+    assert sink.host == through_proxy and fault_proxy.accepted == accepted + 1
     sink.close()
     assert len(rows_of(mysql_dsn, mysql_table)) == 30
-

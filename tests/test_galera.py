@@ -1,7 +1,8 @@
 """Against a real 3-node MariaDB Galera cluster on loopback (tests/servers.py): a node SIGKILLed mid-stream,
 writers on different nodes, write-set limits, and each of Galera's own errors.
 
-The cluster starts once for this module (about 12 s) and is stopped at its end. The kill comes last:
+The cluster starts once (about 12 s), on a thread from the moment the tests are collected (conftest.py), so
+that it comes up while other tests run; it is stopped at the end of this module. The kill comes last:
 the tests before it need every node, and ``heal`` brings back one that an earlier test took away.
 """
 
@@ -16,7 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from servers import Galera, Server, scratch
+from servers import Galera, Server, galera_cluster
 from test_sinks import _row
 
 from cofi_eventlog import EventLogger
@@ -40,11 +41,9 @@ print(json.dumps({"flushed": flushed, **stats}))
 
 @pytest.fixture(scope="module")
 def galera() -> Iterator[Galera]:
-    cluster = Galera(scratch("cofi-galera-"))
     started = time.monotonic()
-    cluster.start()
-    print(f"\n3-node Galera cluster Synced in {time.monotonic() - started:.1f} s")
-    cluster.nodes[0].sql("CREATE DATABASE test")
+    cluster = galera_cluster()
+    print(f"\n3-node Galera cluster: waited {time.monotonic() - started:.1f} s for it")
     yield cluster
     cluster.stop()
 
@@ -80,6 +79,8 @@ def test_four_processes_through_two_nodes_write_every_row_once(galera: Galera, t
                                str(tmp_path / "spool"), "2500"], stdout=subprocess.PIPE, text=True)
              for i, order in enumerate(orders)]
     results = [json.loads(p.communicate(timeout=180)[0]) for p in procs]
+    print(f"\nfour processes, two nodes: {[r['written'] for r in results]} written; node1 {counts(one, table)}, "
+          f"node2 {counts(two, table)} (rows, distinct eventIds, distinct files)")
     assert all(r["flushed"] and r["written"] == 2500 and r["dropped"] == 0 and r["dead_lettered"] == 0
                for r in results), results
     assert counts(one, table) == counts(two, table) == (10_000, 10_000, 10_000)
@@ -101,6 +102,8 @@ def test_a_statement_over_the_write_set_row_limit_is_split_and_lands(galera: Gal
     finally:
         node.sql("SET GLOBAL wsrep_max_ws_rows = 0")
         log.close()
+    print(f"\nwsrep_max_ws_rows=100 set after connect: 1,000 events in one batch -> written {stats['written'] - 1} "
+          f"in {stats['flushes'] - 1} statements, retries {stats['retries']}, dead-lettered {stats['dead_lettered']}")
     assert stats["written"] == 1001 and stats["dead_lettered"] == 0 and stats["retries"] == 0
     assert stats["flushes"] >= 11  # no statement of more than 100 rows got through
     assert counts(galera.nodes[2], table) == (1001, 1001, 1000)  # the batch event has no file
@@ -132,6 +135,8 @@ def test_a_statement_over_the_write_set_size_is_split_and_lands(galera: Galera, 
     finally:
         node.sql("SET GLOBAL wsrep_max_ws_size = 2147483647")
         log.close()
+    print(f"\nwsrep_max_ws_size=64 KiB set after connect: 1,000 events in one batch -> written {stats['written'] - 1} "
+          f"in {stats['flushes'] - 1} statements, retries {stats['retries']}, dead-lettered {stats['dead_lettered']}")
     assert stats["written"] == 1001 and stats["dead_lettered"] == 0 and stats["flushes"] > 4
     assert counts(galera.nodes[0], table) == (1001, 1001, 1000)
 

@@ -15,6 +15,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from servers import Galera, Server, galera_cluster
@@ -87,21 +88,29 @@ def test_four_processes_through_two_nodes_write_every_row_once(galera: Galera, t
     assert created_tables(one, two) == before  # no DDL on connect: the table was there
 
 
+def log_across_a_change(node: Server, change: str, undo: str, dsn: str, table: str, spool: Path, batch: str,
+                        count: int) -> dict[str, Any]:
+    """A logger connects and writes one event; then ``SET GLOBAL {change}`` on the node; then ``count``
+    events in one batch, flushed. The change is undone whatever happens. Returns the logger's stats."""
+    log = EventLogger(dsn, table=table, spool_dir=str(spool), batch_size=1000)
+    try:
+        log.batch_started(batch, total_files=count)
+        assert log.flush(10)  # connected, and sized its statements before the change
+        node.sql(f"SET GLOBAL {change}")
+        for i in range(count):
+            log.file_completed(batch, "lid", f"{batch}-{i}.wav", "10.0.0.1")
+        assert log.flush(30)
+        return log.stats()
+    finally:
+        node.sql(f"SET GLOBAL {undo}")
+        log.close()
+
+
 def test_a_statement_over_the_write_set_row_limit_is_split_and_lands(galera: Galera, table: str,
                                                                      tmp_path: Path) -> None:
     node = galera.nodes[1]
-    log = EventLogger(galera.dsn(node), table=table, spool_dir=str(tmp_path), batch_size=1000)
-    try:
-        log.batch_started("ws-rows", total_files=1000)
-        assert log.flush(10)  # connected, and sized its statements while there was no limit
-        node.sql("SET GLOBAL wsrep_max_ws_rows = 100")
-        for i in range(1000):
-            log.file_completed("ws-rows", "lid", f"r{i}.wav", "10.0.0.1")
-        assert log.flush(30)
-        stats = log.stats()
-    finally:
-        node.sql("SET GLOBAL wsrep_max_ws_rows = 0")
-        log.close()
+    stats = log_across_a_change(node, "wsrep_max_ws_rows = 100", "wsrep_max_ws_rows = 0", galera.dsn(node), table,
+                                tmp_path, "ws-rows", 1000)
     print(f"\nwsrep_max_ws_rows=100 set after connect: 1,000 events in one batch -> written {stats['written'] - 1} "
           f"in {stats['flushes'] - 1} statements, retries {stats['retries']}, dead-lettered {stats['dead_lettered']}")
     assert stats["written"] == 1001 and stats["dead_lettered"] == 0 and stats["retries"] == 0
@@ -122,19 +131,9 @@ def test_a_statement_over_the_write_set_row_limit_is_split_and_lands(galera: Gal
 
 def test_a_statement_over_the_write_set_size_is_split_and_lands(galera: Galera, table: str,
                                                                 tmp_path: Path) -> None:
-    node = galera.nodes[1]
-    log = EventLogger(galera.dsn(node), table=table, spool_dir=str(tmp_path), batch_size=1000)
-    try:
-        log.batch_started("ws-size", total_files=1000)
-        assert log.flush(10)
-        node.sql("SET GLOBAL wsrep_max_ws_size = 65536")  # 64 KiB: a 1000-row statement is about 200 KiB
-        for i in range(1000):
-            log.file_completed("ws-size", "lid", f"s{i}.wav", "10.0.0.1", metadata={"lang": "en"})
-        assert log.flush(30)
-        stats = log.stats()
-    finally:
-        node.sql("SET GLOBAL wsrep_max_ws_size = 2147483647")
-        log.close()
+    node = galera.nodes[1]  # 64 KiB: a 1000-row statement is about 200 KiB
+    stats = log_across_a_change(node, "wsrep_max_ws_size = 65536", "wsrep_max_ws_size = 2147483647",
+                                galera.dsn(node), table, tmp_path, "ws-size", 1000)
     print(f"\nwsrep_max_ws_size=64 KiB set after connect: 1,000 events in one batch -> written {stats['written'] - 1} "
           f"in {stats['flushes'] - 1} statements, retries {stats['retries']}, dead-lettered {stats['dead_lettered']}")
     assert stats["written"] == 1001 and stats["dead_lettered"] == 0 and stats["flushes"] > 4
@@ -184,18 +183,8 @@ def test_a_node_that_takes_no_queries_is_left_for_the_next(galera: Galera, table
     """1047: a node out of the primary component, or one an operator drains with wsrep_reject_queries,
     answers but refuses every statement on a table."""
     one, two, _ = galera.nodes
-    log = EventLogger(galera.dsn(one, two), table=table, spool_dir=str(tmp_path))
-    try:
-        log.batch_started("drained", total_files=100)
-        assert log.flush(10)  # connected to node 1
-        one.sql("SET GLOBAL wsrep_reject_queries = ALL")
-        for i in range(100):
-            log.file_completed("drained", "lid", f"c{i}.wav", "10.0.0.1")
-        assert log.flush(30)
-        stats = log.stats()
-    finally:
-        one.sql("SET GLOBAL wsrep_reject_queries = NONE")
-        log.close()
+    stats = log_across_a_change(one, "wsrep_reject_queries = ALL", "wsrep_reject_queries = NONE",
+                                galera.dsn(one, two), table, tmp_path, "drained", 100)
     assert stats["written"] == 101 and stats["dead_lettered"] == 0 and "1047" in str(stats["last_error"])
     assert counts(two, table) == (101, 101, 100)
 

@@ -22,10 +22,10 @@ import time
 from collections.abc import Callable, Sequence
 
 from ..sinks.base import Row, Sink, SinkError
+from ..sinks.mysql_connect import WRITE_SET_ERRNOS as WRITE_SET  # a Galera statement too large to replicate
 from .stats import WriterStats
 
 AMBIGUOUS = frozenset({None, 0, 2006, 2013})  # the connection died mid-statement: outage or the rows' fault
-WRITE_SET = frozenset({1105, 1180})  # a Galera statement too large to replicate: smaller ones may pass
 STRIKES = 3
 SLOW = 2.0  # seconds: a statement that failed after this long met a hung server, not a bad row
 

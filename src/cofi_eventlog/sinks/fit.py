@@ -21,6 +21,7 @@ TRUNCATED = "…[truncated {} chars]"
 METADATA: Final = 9  # COLUMNS.index("metadata"), as a literal so that the row's type is known
 EMPTY: dict[str, Any] = {"processed": 0, "total": 0, "metadata": "{}"}  # what a NOT NULL column gets for None
 _ASTRAL = re.compile("[\U00010000-\U0010ffff]")
+SINGLE_BYTE = {"latin1": "cp1252", "ascii": "ascii"}  # MySQL's latin1 is Windows-1252
 Fit = Callable[[Any], "tuple[Any, str | None]"]  # value -> (value to store, what was changed or None)
 
 
@@ -125,7 +126,7 @@ def _repertoire(charset: str | None) -> Callable[[str], str] | None:
         return None
     if charset in ("utf8mb3", "utf8"):
         return lambda text: _ASTRAL.sub("\ufffd", text)
-    codec = {"latin1": "cp1252", "ascii": "ascii"}.get(charset)
+    codec = SINGLE_BYTE.get(charset)
     if codec is None:
         return None
     return lambda text: text.encode(codec, "replace").decode(codec)
@@ -135,6 +136,7 @@ def _text_fit(have: Column, null_fix: bool, chars: int | None, octets: int | Non
               repertoire: Callable[[str], str] | None) -> Fit:
     name = have.name
     empty = EMPTY.get(name, "")
+    measure = len if have.charset in SINGLE_BYTE else _utf8_size  # bytes in the column's character set
 
     def fit(value: Any) -> tuple[Any, str | None]:
         if value is None:
@@ -150,10 +152,10 @@ def _text_fit(have: Column, null_fix: bool, chars: int | None, octets: int | Non
             notes.append(f"{len(text)} chars, cut to fit {have.type}")
             text = _cut(text, chars, len)
         if octets is not None and len(text) * 4 > octets:
-            size = len(text.encode("utf-8"))
+            size = measure(text)
             if size > octets:
                 notes.append(f"{size} bytes, cut to fit {have.type}")
-                text = _cut(text, octets, _utf8_size)
+                text = _cut(text, octets, measure)
         return (text, f"{name}: {'; '.join(notes)}") if notes else (value, None)
     return fit
 

@@ -212,7 +212,9 @@ class MySQLSink:
             error = classify(exc, self.dsn, self.host if len(self.dsn.hosts) > 1 else None)
             if error.code in WRITE_SET_ERRNOS:  # remembered, so that the next batches fit at once
                 sql, count = sending
-                self._learned = (max(1, count // 2), None) if error.code == 1180 else (None, max(1, len(sql) // 2))
+                rows_cap, bytes_cap = self._learned
+                self._learned = (max(1, count // 2), bytes_cap) if error.code == 1180 else \
+                    (rows_cap, max(1, len(sql) // 2))
             if error.transient:
                 self._drop()
                 if error.code not in SAME_HOST_ERRNOS:

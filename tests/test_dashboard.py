@@ -25,6 +25,7 @@ from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from cofi_eventlog import EventLogger
 from cofi_eventlog.database import Database
+from cofi_eventlog.sinks import mysql_connect
 
 CHROMIUM = "/usr/bin/chromium"
 HOSTILE_FILE = '<img src=x onerror="window.__pwned=1">.wav'
@@ -222,12 +223,13 @@ def test_batch_page_figures_live_updates_hostile_text_and_select_only(
         server.stop()
         if recorder:
             recorder.close()
-    if recorder:  # each connection: the driver's SET NAMES (pymysql sends it on connect), then SELECTs only
-        assert len(recorder.connections) > 3
+    if recorder:  # each connection: its session settings (the driver's SET NAMES, then UTC and strict mode,
+        assert len(recorder.connections) > 3  # and a SHOW of the server's limits), then SELECTs only
         for statements in recorder.connections:
             assert statements[0] == "SET NAMES utf8mb4"
-            others = [s[:60] for s in statements[1:] if not re.match(r"[\s(]*(SELECT|WITH)\b", s, re.IGNORECASE)]
-            assert not others and len(statements) > 1
+            assert statements[1] == mysql_connect.SESSION and statements[2].startswith("SHOW VARIABLES")
+            others = [s[:60] for s in statements[3:] if not re.match(r"[\s(]*(SELECT|WITH)\b", s, re.IGNORECASE)]
+            assert not others and len(statements) > 3
 
 
 def test_recent_batches_list_and_its_links(tmp_path: Path, table_name: str, browser: Browser, serve: Any) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from conftest import count_of, rows_of
 
@@ -23,18 +25,25 @@ OLD_SHAPE = {
 
 @pytest.mark.parametrize("dialect", ["mysql", "sqlite"])
 def test_the_wanted_shape_is_read_from_the_library_ddl(dialect: str) -> None:
-    assert tuple(wanted_columns(dialect, "t")) == COLUMNS
+    columns = wanted_columns(dialect, "t")
+    assert tuple(columns) == COLUMNS
+    assert [c.nullable for c in columns.values()] == [False, False, True, False, True, True, True, True, True,
+                                                      True, False]
+    if dialect == "mysql":
+        assert (columns["fileName"].chars, columns["processed"].high, columns["createdAt"].fsp) == (1024, 2**63 - 1, 6)
     assert sorted(wanted_indexes(dialect, "t").values()) == [("batchId", "createdAt"),
                                                               ("batchId", "eventType", "createdAt"),
                                                               ("createdAt", "eventType")]
 
 
-def test_print_sql_without_a_database(capsys: pytest.CaptureFixture[str]) -> None:
+def test_print_sql_without_a_database(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("COFI_EVENTLOG_DSN", raising=False)
     assert main(["init-db", "--print-sql"]) == 0
     assert capsys.readouterr().out.strip() == create_table_sql("mysql") + ";"
     assert main(["init-db", "--print-sql", "--dialect", "sqlite", "--table", "ev"]) == 0
     assert capsys.readouterr().out.strip() == create_table_sql("sqlite", "ev") + ";"
     assert main(["init-db"]) == 2
+    assert "--dsn-file" in capsys.readouterr().err
 
 
 def test_creates_a_missing_table(backend: tuple[str, str], capsys: pytest.CaptureFixture[str]) -> None:
@@ -94,3 +103,19 @@ def test_a_column_the_logger_cannot_fill_is_reported(backend: tuple[str, str],
         db.execute(OLD_SHAPE[db.dialect].format(t=table).replace("metadata", "owner VARCHAR(20) NOT NULL, metadata"))
     assert main(["init-db", "--dsn", dsn, "--table", table]) == 1
     assert "owner" in capsys.readouterr().err
+
+
+def test_the_dsn_may_come_from_a_file_or_the_environment(backend: tuple[str, str], tmp_path: Path,
+                                                         capsys: pytest.CaptureFixture[str],
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """A password kept off the command line, where /proc/*/cmdline would show it."""
+    dsn, table = backend
+    secret = tmp_path / "dsn.txt"
+    secret.write_text(dsn + "\n")
+    assert main(["init-db", "--dsn-file", str(secret), "--table", table]) == 0
+    assert f"created {table}" in capsys.readouterr().out
+    monkeypatch.setenv("COFI_EVENTLOG_DSN", dsn)
+    assert main(["init-db", "--table", table]) == 0
+    assert "up to date" in capsys.readouterr().out
+    assert main(["init-db", "--dsn-file", str(tmp_path / "missing.txt")]) == 2
+    assert "missing.txt" in capsys.readouterr().err

@@ -76,7 +76,12 @@ def legacy_ddl(dialect: str, table: str, *, wide_dates: bool = False, case_insen
 
 def make_legacy(names: Names, rows: Sequence[Sequence[Any]], columns: Sequence[str] = LEGACY_COLUMNS,
                 ddl: str | None = None, table: str | None = None) -> None:
+    """The rows get ids 1, 2, 3, ... written out, so that the tests may name them on any server (Galera hands
+    out AUTO_INCREMENT ids 1, 4, 7, ...)."""
     table = table or names.source
+    if "id" not in columns:
+        columns = ("id", *columns)
+        rows = [(n, *row) for n, row in enumerate(rows, 1)]
     with Database(names.dsn) as db:
         db.execute(ddl or processing_logs_ddl(db.dialect, table))
         marks = ", ".join(["%s"] * len(columns))
@@ -96,11 +101,11 @@ def legacy_rows(count: int, batches: int = 3) -> list[tuple[Any, ...]]:
     return rows
 
 
-def write_late(names: Names, call_id: str) -> None:
+def write_late(names: Names, legacy_id: int, call_id: str) -> None:
     """A row the old code writes after the backup was made."""
     with Database(names.dsn) as db:
-        db.execute(f"INSERT INTO {db.name(names.source)} (call_id, batch_id, stage_name, status) "
-                   "VALUES (%s, 'batch-9', 'lid', 'failed')", (call_id,))
+        db.execute(f"INSERT INTO {db.name(names.source)} (id, call_id, batch_id, stage_name, status) "
+                   "VALUES (%s, %s, 'batch-9', 'lid', 'failed')", (legacy_id, call_id))
 
 
 def run(capsys: pytest.CaptureFixture[str], argv: list[str]) -> tuple[int, str, str]:
@@ -335,7 +340,7 @@ def test_long_backup_names_and_a_temporary_name_that_cannot_collide(names: Names
 def test_a_late_writer_is_explained_and_nothing_is_dropped(names: Names, capsys: pytest.CaptureFixture[str]) -> None:
     make_legacy(names, legacy_rows(30))
     assert run(capsys, names.args("--quiet"))[0] == 0
-    write_late(names, "late.wav")
+    write_late(names, 31, "late.wav")
     code, _, err = run(capsys, names.args("--quiet", "--drop"))
     assert code == 1
     assert f"1 row of {names.source} (id 31) is not in {names.backup}" in err
@@ -351,7 +356,7 @@ def test_a_late_writer_is_explained_and_nothing_is_dropped(names: Names, capsys:
 def test_the_drop_checks_the_backup_again_under_a_lock(names: Names, capsys: pytest.CaptureFixture[str]) -> None:
     make_legacy(names, legacy_rows(12))
     assert run(capsys, names.args("--quiet"))[0] == 0
-    write_late(names, "x.wav")
+    write_late(names, 13, "x.wav")
     with Database(names.dsn) as db:
         state = backups.drop_if_covered(db, names.source, names.backup, 5)
         assert not state.covers and state.counts["missing"] == 1 and state.missing == [13]
@@ -518,8 +523,8 @@ def test_timestamps_are_read_in_utc(mysql_names: Names, capsys: pytest.CaptureFi
     with Database(names.dsn) as db:
         db.execute(processing_logs_ddl("mysql", names.source))
         db.execute("SET time_zone = '+05:00'")
-        db.execute(f"INSERT INTO {db.name(names.source)} (call_id, batch_id, stage_name, status, created_at) "
-                   "VALUES ('a.wav', 'b1', 'lid', 'success', '2024-03-01 12:00:00.123456')")
+        db.execute(f"INSERT INTO {db.name(names.source)} (id, call_id, batch_id, stage_name, status, created_at) "
+                   "VALUES (1, 'a.wav', 'b1', 'lid', 'success', '2024-03-01 12:00:00.123456')")
     assert run(capsys, names.args("--quiet"))[0] == 0
     row = rows_of(names.dsn, names.target)[0]
     assert row["createdAt"] == datetime(2024, 3, 1, 7, 0, 0, 123456)

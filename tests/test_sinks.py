@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from pathlib import Path
 from typing import Any
@@ -10,9 +11,11 @@ import pytest
 from conftest import rows_of
 
 from cofi_eventlog import EventLogger, SinkError
-from cofi_eventlog.database import Database
+from cofi_eventlog.database import Database, create_table_sql
 from cofi_eventlog.events import EventIds, normalize
 from cofi_eventlog.sinks import MySQLSink, SQLiteSink, parse_dsn
+from cofi_eventlog.sinks.columns import declared, describe, mysql_columns, sqlite_columns
+from cofi_eventlog.sinks.fit import Fitter
 from cofi_eventlog.sinks.mysql import NO_BACKSLASH_ESCAPES
 
 HOSTILE = [
@@ -145,3 +148,55 @@ def test_dsn_parsing(url: str, expected: tuple[Any, ...]) -> None:
 def test_bad_dsn_is_a_clear_error(url: str) -> None:
     with pytest.raises(ValueError):
         parse_dsn(url)
+
+
+def test_no_ddl_on_connect_when_the_table_exists(mysql_dsn: str, mysql_table: str) -> None:
+    """On Galera even CREATE TABLE IF NOT EXISTS is a cluster-wide schema change: sent only when needed."""
+    connections: list[Any] = []
+    ddl: list[int] = []
+    for i in range(2):
+        sink = MySQLSink(parse_dsn(mysql_dsn), mysql_table, on_connect=connections.append)
+        sink.write([_row(i, "ddl")])
+        with connections[-1].cursor() as cur:
+            cur.execute("SHOW SESSION STATUS LIKE 'Com_create_table'")
+            ddl.append(int(cur.fetchone()[1]))
+        sink.close()
+    assert ddl == [1, 0]
+
+
+def test_a_table_as_the_library_makes_it_needs_no_bounding(backend: tuple[str, str]) -> None:
+    dsn, table = backend
+    with Database(dsn) as db:
+        db.create_events_table(table)
+        ddl = create_table_sql(db.dialect, table)
+        if db.dialect == "mysql":
+            with db.conn.cursor() as cur:
+                have = mysql_columns(cur, table)
+        else:
+            have = sqlite_columns(db.conn, table)
+    assert Fitter.build(table, have, declared(db.dialect, ddl)) is None
+
+
+def test_values_are_bounded_to_narrow_columns_and_marked() -> None:
+    wanted = declared("mysql", create_table_sql("mysql", "t"))
+    have = dict(wanted)
+    have["gpuIp"] = describe("gpuIp", "varchar(15)", True, "utf8mb3")
+    have["message"] = describe("message", "tinytext", True, "latin1")
+    have["metadata"] = describe("metadata", "varchar(120)", False)
+    have["total"] = describe("total", "smallint unsigned", True)
+    fitter = Fitter.build("t", have, wanted)
+    assert fitter is not None
+    row = _row(1, "ok")
+    row = (*row[:5], "€ ✓ " + "x" * 300, "fe80::1234:5678:9abc:def0 😀", row[7], -5, '{"p": "' + "y" * 200 + '"}',
+           row[10])
+    fitted = fitter.fit(row)
+    assert fitted is not None
+    message, gpu, total, metadata = (str(v) for v in (fitted[5], fitted[6], fitted[8], fitted[9]))
+    assert gpu == "fe80::1234:5678"  # the emoji replaced, then cut: no room for the marker in 15 characters
+    assert message.startswith("€ ? ") and len(message) == 255 and "truncated" in message  # latin1: a byte each
+    assert total == "0"
+    assert len(metadata) <= 120 and "coerced" in json.loads(metadata)  # still JSON, within 120, saying why
+    assert fitter.fit(_row(2, "x")) is None  # a row that fits is left alone
+    plain = fitter.fit((*_row(3, "x")[:9], None, _row(3, "x")[10]))
+    assert plain is not None and json.loads(str(plain[9])) == {
+        "coerced": ["metadata: no value, the column is NOT NULL; stored '{}'"]}

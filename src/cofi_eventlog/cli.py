@@ -11,7 +11,7 @@ from collections.abc import Sequence
 import pymysql
 
 from . import __version__
-from .sinks import mysql
+from .sinks import mysql_connect
 from .tools import check_refs, dashboard, init_db, migrate, prune, report, simulate, spool, verify
 
 # in the order `--help` lists them
@@ -43,7 +43,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:
         return 0
     except (pymysql.MySQLError, sqlite3.Error) as exc:  # a statement the database refused, past connecting
-        text = str(mysql.classify(exc)) if isinstance(exc, pymysql.MySQLError) else f"sqlite error: {exc}"
+        text = str(mysql_connect.classify(exc)) if isinstance(exc, pymysql.MySQLError) else f"sqlite error: {exc}"
         print(f"cofi-eventlog {args.command}: {text}", file=sys.stderr)
         return 2
 

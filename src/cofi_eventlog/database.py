@@ -11,7 +11,7 @@ import sqlite3
 from collections.abc import Sequence
 from typing import Any
 
-from .sinks import mysql, sqlite
+from .sinks import mysql, mysql_connect, sqlite
 from .sinks.base import COLUMNS, is_identifier, skip_duplicates
 from .sinks.dsn import Dsn, parse_dsn
 
@@ -42,7 +42,7 @@ class Database:
         if must_exist and self.dialect == "sqlite" and not os.path.exists(self.dsn.path):
             raise MissingDatabase(f"no database at {self.dsn.path}")
         if self.dialect == "mysql":
-            self.conn: Any = mysql.connect(self.dsn, timeout=timeout, autocommit=True)
+            self.conn: Any = mysql_connect.connect(self.dsn, timeout=timeout, autocommit=True)
         else:
             self.conn = sqlite.connect(self.dsn.path, timeout=timeout)
 

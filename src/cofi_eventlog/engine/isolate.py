@@ -10,6 +10,10 @@ oversize packet is refused at once), once the database has taken some other writ
 such failure, is split too: when both halves fail it is the database, and the error goes up as an
 outage; when one half passes, the other is searched. A single row that loses the connection on
 three attempts, with other rows written between them, is dead-lettered.
+
+A Galera node refuses a statement whose write set is over ``wsrep_max_ws_size`` (1105) or
+``wsrep_max_ws_rows`` (1180). Both halves may be over too, so such a batch is halved until the parts
+fit; a single row refused so is treated like one that loses the connection.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import time
 from collections.abc import Callable, Sequence
 
 from ..sinks.base import Row, Sink, SinkError
+from ..sinks.mysql_connect import WRITE_SET_ERRNOS as WRITE_SET  # a Galera statement too large to replicate
 from .stats import WriterStats
 
 AMBIGUOUS = frozenset({None, 0, 2006, 2013})  # the connection died mid-statement: outage or the rows' fault
@@ -44,10 +49,12 @@ class Isolator:
     def _try(self, rows: Sequence[Row]) -> SinkError | None:
         """None when written; the error when it may be the rows' fault. Raises plain outages."""
         started = time.perf_counter()
-        before = self.sink.statements
+        before, coerced = self.sink.statements, self.sink.coerced
         try:
             self.sink.write(rows)
         except SinkError as exc:
+            if exc.code in WRITE_SET:
+                return exc
             if exc.transient and (exc.code not in AMBIGUOUS or time.perf_counter() - started > SLOW):
                 raise
             return exc
@@ -55,6 +62,7 @@ class Isolator:
             return SinkError(f"{type(exc).__name__}: {exc}", transient=True)
         self.stats.timed(time.perf_counter() - started)
         self.stats.flushes += self.sink.statements - before
+        self.stats.coerced += self.sink.coerced - coerced
         self.stats.written += len(rows)
         self.writes_ok += 1
         if self._strikes:
@@ -63,6 +71,13 @@ class Isolator:
         return None
 
     def _isolate(self, rows: Sequence[Row], error: SinkError) -> None:
+        if error.code in WRITE_SET and len(rows) > 1:
+            half = len(rows) // 2
+            for part in (rows[:half], rows[half:]):
+                part_error = self._try(part)
+                if part_error is not None:
+                    self._isolate(part, part_error)
+            return
         if error.transient:
             progressed = self.writes_ok != self._ambiguous_at
             self._ambiguous_at = self.writes_ok

@@ -35,6 +35,7 @@ class FlushMarker:
     def __init__(self) -> None:
         self.done = threading.Event()
         self.ok = True
+        self.requeued = False
 
 
 class RotateMarker:
@@ -226,6 +227,12 @@ class Writer:
             self.spool.retire(marker.segment)
             if marker.segment.dirty:
                 self.backlog = True
+            return
+        if self._journal_unsent and not marker.requeued:
+            # journaled events before this marker wait in a segment whose rotation marker is still queued:
+            # let it be retired (and so become replayable) first
+            marker.requeued = True
+            self.queue.append(marker)
             return
         try:
             if self.backlog:

@@ -36,6 +36,7 @@ class Sink(Protocol):
     """Takes rows and makes them durable; knows nothing of queues or threads."""
 
     statements: int  # INSERT statements sent so far
+    coerced: int  # rows written with a value cut or clamped to fit a column narrower than the library's
 
     def write(self, rows: Sequence[Row]) -> None:
         """Write every row or raise SinkError; rows already present are ignored."""

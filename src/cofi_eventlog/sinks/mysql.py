@@ -8,6 +8,7 @@ before every statement.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 from typing import Any
@@ -15,17 +16,13 @@ from typing import Any
 import pymysql
 
 from .base import COLUMNS, Row, SinkError, insert_check_sql, skip_duplicates
+from .columns import declared, mysql_columns
 from .dsn import Dsn
+from .fit import Fitter
+from .mysql_connect import SAME_HOST_ERRNOS, WRITE_SET_ERRNOS, Link, classify, open_link
 
-# Errors caused by a row's content: no retry will help, so the writer isolates and dead-letters the row.
-# 4025 MariaDB JSON/CHECK constraint, 3819 MySQL CHECK, 3140 MySQL invalid JSON, 1366 bad string value,
-# 1406 data too long, 1264 out of range, 1048 NULL in NOT NULL, 1292 bad datetime, 1153 packet too large.
-ROW_ERRNOS = frozenset({1048, 1153, 1264, 1292, 1366, 1406, 3140, 3819, 4025})
-# Everything else is transient: the documented ones (2002, 2003, 2006, 2013, 2055, 1040, 1053, 1205, 1213,
-# 1290) and also configuration faults such as a wrong password (1045) or a missing table (1146), which a
-# person can fix. Their rows are spooled and retried, never dead-lettered for a fault that is not theirs.
-# After 2006/2013 the connection is dead and is replaced, never pinged.
 NO_BACKSLASH_ESCAPES = 512  # pymysql.constants.SERVER_STATUS.SERVER_STATUS_NO_BACKSLASH_ESCAPES
+RETURN_AFTER = 60.0  # seconds on a later host of the DSN before the first one is tried again
 
 _ESCAPES = {0: "\\0", ord("\\"): "\\\\", ord("\n"): "\\n", ord("\r"): "\\r", 26: "\\Z",
             ord('"'): '\\"', ord("'"): "\\'"}
@@ -50,28 +47,6 @@ def create_table_sql(table: str) -> str:
   KEY `idx_batch_time` (`batchId`, `createdAt`),
   KEY `idx_time_type` (`createdAt`, `eventType`)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin"""
-
-
-def connect(dsn: Dsn, *, timeout: float = 10.0, autocommit: bool = True) -> Any:
-    """A pymysql connection in utf8mb4 with every socket operation bounded by ``timeout``."""
-    try:
-        return pymysql.connect(
-            host=dsn.host, port=dsn.port, user=dsn.user, password=dsn.password, database=dsn.database,
-            charset="utf8mb4", autocommit=autocommit, connect_timeout=timeout,
-            read_timeout=timeout, write_timeout=timeout,
-        )
-    except pymysql.MySQLError as exc:
-        raise classify(exc, dsn) from None
-
-
-def classify(exc: BaseException, dsn: Dsn | None = None) -> SinkError:
-    """Turn a driver error into a SinkError by errno; the message never carries the password."""
-    code = exc.args[0] if exc.args and isinstance(exc.args[0], int) else None
-    where = f" ({dsn.redacted()})" if dsn else ""
-    text = str(exc.args[1]) if len(exc.args) > 1 else type(exc).__name__
-    if dsn is not None and dsn.password:
-        text = text.replace(dsn.password, "***")
-    return SinkError(f"mysql error {code}: {text}{where}", transient=code not in ROW_ERRNOS, code=code)
 
 
 class _Quoter:
@@ -104,17 +79,33 @@ class _Quoter:
 
 
 class MySQLSink:
-    """Writes rows in statements capped by bytes, so each fits the server's max_allowed_packet."""
+    """Writes rows in statements that fit the server: under max_allowed_packet (a row over it is refused)
+    and, on a Galera node, under wsrep_max_ws_rows and a third of wsrep_max_ws_size (a statement's write set
+    measured 1.7 to 2 times its text). Values are bounded to the columns the table really has (see fit.py).
+
+    With several hosts in the DSN the sink writes to one; when it fails, the next connection goes to the
+    next host, and after ``return_after`` seconds on a later host the first one is tried again.
+    """
 
     def __init__(self, dsn: Dsn, table: str, *, create_table: bool = True, timeout: float = 10.0,
-                 max_statement_bytes: int = 4 << 20, on_connect: Callable[[Any], None] | None = None) -> None:
+                 max_statement_bytes: int = 4 << 20, on_connect: Callable[[Any], None] | None = None,
+                 return_after: float = RETURN_AFTER) -> None:
         self.dsn = dsn
         self._on_connect = on_connect
         self.table = table
         self.statements = 0
+        self.coerced = 0  # rows cut or clamped to fit a column narrower than the library's
         self._create = create_table
         self._timeout = timeout
+        self._return_after = return_after
+        self._wanted = declared("mysql", create_table_sql(table))
         self._max_bytes = max_statement_bytes
+        self._packet_bytes = max_statement_bytes
+        self._write_set: tuple[int | None, int | None] = (None, None)  # (rows, bytes) a statement may carry
+        self._learned: tuple[int | None, int | None] = (None, None)  # the same, halved after a refusal
+        self._host = 0
+        self._away_since: float | None = None
+        self._fitter: Fitter | None = None
         self._conn: Any = None
         self._quoter = _Quoter()
         self._head = f"INSERT INTO `{table}` ({','.join(f'`{c}`' for c in COLUMNS)}) VALUES ".encode()
@@ -123,46 +114,88 @@ class MySQLSink:
     def __repr__(self) -> str:
         return f"MySQLSink({self.dsn.redacted()!r}, table={self.table!r})"
 
+    @property
+    def host(self) -> str:
+        """The host:port the sink writes to (or will try next)."""
+        host, port = self.dsn.hosts[self._host]
+        return f"{host}:{port}"
+
     def _connection(self) -> Any:
         if self._conn is None:
-            conn = connect(self.dsn, timeout=self._timeout)
+            link = open_link(self.dsn, timeout=self._timeout, first=self._host)
+            conn = link.conn
             try:
                 with conn.cursor() as cur:
-                    cur.execute("SELECT @@max_allowed_packet")
-                    packet = int(cur.fetchone()[0])
-                    if self._create:
+                    columns = mysql_columns(cur, self.table)
+                    if not columns and self._create:  # DDL only when needed: Galera replicates it cluster-wide
                         cur.execute(create_table_sql(self.table))
+                        columns = mysql_columns(cur, self.table)
+                fitter = Fitter.build(self.table, columns, self._wanted)
                 if self._on_connect is not None:
                     self._on_connect(conn)
             except pymysql.MySQLError as exc:
                 conn.close()
                 raise classify(exc, self.dsn) from None
-            self._max_bytes = min(self._max_bytes, packet - 1024)
+            except SinkError:
+                conn.close()
+                raise
+            self._fitter = fitter
+            self._size_statements(link)
+            if link.host != self._host or self._away_since is None:
+                self._away_since = time.monotonic() if link.host else None
+            self._host = link.host
             self._conn = conn
         return self._conn
 
+    def _size_statements(self, link: Link) -> None:
+        settings = link.settings
+        self._packet_bytes = min(self._max_bytes, int(settings.get("max_allowed_packet", 1 << 24)) - 1024)
+        rows = size = None
+        if settings.get("wsrep_on") == "ON":
+            rows = int(settings.get("wsrep_max_ws_rows", 0)) or None
+            size = int(settings.get("wsrep_max_ws_size", 0)) // 3 or None
+        self._write_set = (rows, size)
+
+    def _caps(self) -> tuple[int, int]:
+        """(rows, bytes) one statement may carry."""
+        rows = [n for n in (self._write_set[0], self._learned[0]) if n]
+        size = [n for n in (self._packet_bytes, self._write_set[1], self._learned[1]) if n]
+        return (min(rows) if rows else 1 << 62), min(size)
+
     def statements_for(self, rows: Sequence[Row]) -> list[bytes]:
-        """Split rows into INSERT statements of at most max_statement_bytes each."""
+        """Split rows into INSERT statements that each fit the server's limits."""
+        return [sql for sql, _ in self._statements(rows)[0]]
+
+    def _statements(self, rows: Sequence[Row]) -> tuple[list[tuple[bytes, int]], int]:
+        """The statements with their row counts, and how many rows were bounded to fit their columns."""
         conn = self._connection()
         no_backslash = bool(conn.server_status & NO_BACKSLASH_ESCAPES)
+        fitter = self._fitter
         head, tail = self._head, self._tail
         empty = len(head) + len(tail)
-        out: list[bytes] = []
+        max_rows, max_bytes = self._caps()
+        out: list[tuple[bytes, int]] = []
         parts: list[bytes] = []
         size = empty
+        coerced = 0
         for row in rows:
+            if fitter is not None:
+                fitted = fitter.fit(row)
+                if fitted is not None:
+                    row = fitted
+                    coerced += 1
             value = self._quoter.render(row, no_backslash).encode("utf-8")
-            if empty + len(value) > self._max_bytes:
+            if empty + len(value) > self._packet_bytes:
                 raise SinkError(f"row {row[0].hex()} is {len(value)} bytes, over the statement cap "
-                                f"{self._max_bytes}", transient=False, code=1153)
-            if parts and size + len(value) + 1 > self._max_bytes:
-                out.append(head + b",".join(parts) + tail)
+                                f"{self._packet_bytes}", transient=False, code=1153)
+            if parts and (size + len(value) + 1 > max_bytes or len(parts) >= max_rows):
+                out.append((head + b",".join(parts) + tail, len(parts)))
                 parts, size = [], empty
             parts.append(value)
             size += len(value) + 1
         if parts:
-            out.append(head + b",".join(parts) + tail)
-        return out
+            out.append((head + b",".join(parts) + tail, len(parts)))
+        return out, coerced
 
     def check(self) -> None:
         conn = self._connection()
@@ -176,19 +209,35 @@ class MySQLSink:
     def write(self, rows: Sequence[Row]) -> None:
         if not rows:
             return
+        if self._away_since is not None and time.monotonic() - self._away_since > self._return_after:
+            self._drop()  # back to the first host, if it answers again
+            self._host, self._away_since = 0, None
+        sending: tuple[bytes, int] = (b"", 0)
         try:
-            statements = self.statements_for(rows)
-            for sql in statements:
-                self._conn.query(sql)
+            statements, coerced = self._statements(rows)
+            for sending in statements:
+                self._conn.query(sending[0])
                 self.statements += 1
         except pymysql.MySQLError as exc:
-            error = classify(exc, self.dsn)
+            error = classify(exc, self.dsn, self.host if len(self.dsn.hosts) > 1 else None)
+            if error.code in WRITE_SET_ERRNOS:  # remembered, so that the next batches fit at once
+                sql, count = sending
+                rows_cap, bytes_cap = self._learned
+                self._learned = (max(1, count // 2), bytes_cap) if error.code == 1180 else \
+                    (rows_cap, max(1, len(sql) // 2))
             if error.transient:
                 self._drop()
+                if error.code not in SAME_HOST_ERRNOS:
+                    self._next_host()
             raise error from None
         except OSError as exc:  # a socket failure pymysql did not wrap
             self._drop()
+            self._next_host()
             raise SinkError(f"mysql connection failed: {exc}", transient=True) from None
+        self.coerced += coerced
+
+    def _next_host(self) -> None:
+        self._host = (self._host + 1) % len(self.dsn.hosts)
 
     def _drop(self) -> None:
         conn, self._conn = self._conn, None

@@ -8,6 +8,8 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from .base import COLUMNS, Row, SinkError, insert_check_sql, iso_utc, skip_duplicates
+from .columns import declared, sqlite_columns
+from .fit import Fitter
 
 
 def create_table_sql(table: str) -> str:
@@ -41,7 +43,8 @@ def connect(path: str, *, timeout: float = 10.0) -> sqlite3.Connection:
 
 
 class SQLiteSink:
-    """Writes each batch in one transaction; a busy database is a transient error."""
+    """Writes each batch in one transaction; a busy database is a transient error. SQLite bounds no
+    type, so of an older table only a NOT NULL the library does not have is met (see fit.py)."""
 
     def __init__(self, path: str, table: str, *, create_table: bool = True, timeout: float = 10.0,
                  on_connect: Callable[[Any], None] | None = None) -> None:
@@ -49,7 +52,9 @@ class SQLiteSink:
         self._on_connect = on_connect
         self.table = table
         self.statements = 0
+        self.coerced = 0  # rows changed to fit the table's columns
         self._create = create_table
+        self._fitter: Fitter | None = None
         self._timeout = timeout
         self._conn: sqlite3.Connection | None = None
         marks = ",".join("?" * len(COLUMNS))
@@ -60,13 +65,19 @@ class SQLiteSink:
 
     def _connection(self) -> sqlite3.Connection:
         if self._conn is None:
+            conn: sqlite3.Connection | None = None
             try:
                 conn = connect(self.path, timeout=self._timeout)
-                if self._create:
+                columns = sqlite_columns(conn, self.table)
+                if not columns and self._create:
                     conn.executescript(create_table_sql(self.table))
+                    columns = sqlite_columns(conn, self.table)
+                self._fitter = Fitter.build(self.table, columns, declared("sqlite", create_table_sql(self.table)))
                 if self._on_connect is not None:
                     self._on_connect(conn)
             except sqlite3.Error as exc:
+                if conn is not None:
+                    conn.close()
                 raise SinkError(f"sqlite error: {exc} ({self.path})", transient=_is_transient(exc)) from None
             self._conn = conn
         return self._conn
@@ -82,6 +93,11 @@ class SQLiteSink:
         if not rows:
             return
         conn = self._connection()
+        fitter, coerced = self._fitter, 0
+        if fitter is not None:
+            fitted = [fitter.fit(row) for row in rows]
+            coerced = sum(1 for f in fitted if f is not None)
+            rows = [row if f is None else f for row, f in zip(rows, fitted, strict=True)]
         params = [(*row[:10], iso_utc(row[10])) for row in rows]
         try:
             conn.execute("BEGIN IMMEDIATE")
@@ -94,6 +110,7 @@ class SQLiteSink:
         except sqlite3.Error as exc:
             raise SinkError(f"sqlite error: {exc} ({self.path})", transient=_is_transient(exc)) from None
         self.statements += 1
+        self.coerced += coerced
 
     def close(self) -> None:
         conn, self._conn = self._conn, None

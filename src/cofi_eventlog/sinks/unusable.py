@@ -12,6 +12,7 @@ class UnusableSink:
     def __init__(self, reason: str) -> None:
         self.reason = reason
         self.statements = 0
+        self.coerced = 0
 
     def write(self, rows: Sequence[Row]) -> None:
         raise SinkError(self.reason, transient=True)

@@ -19,7 +19,7 @@ from urllib.parse import quote
 
 import pymysql
 
-from ...sinks import SinkError, is_identifier, mysql
+from ...sinks import SinkError, is_identifier, mysql_connect
 from ...sinks.dsn import Dsn, parse_dsn
 
 _READ = re.compile(r"[\s(]*(SELECT|WITH)\b", re.IGNORECASE)
@@ -34,7 +34,7 @@ class Reader:
         self.dialect = self.dsn.dialect
         self._hints: dict[str, tuple[str, str | None]] = {}
         if self.dialect == "mysql":
-            self.conn: Any = mysql.connect(self.dsn, timeout=timeout, autocommit=True)
+            self.conn: Any = mysql_connect.connect(self.dsn, timeout=timeout, autocommit=True)
             return
         if not os.path.exists(self.dsn.path):
             raise SinkError(f"no database at {self.dsn.path}", transient=False)
@@ -71,7 +71,7 @@ class Reader:
         except sqlite3.Error as exc:
             raise SinkError(f"sqlite error: {exc} ({self.dsn.path})", transient=True) from None
         except pymysql.MySQLError as exc:
-            raise mysql.classify(exc, self.dsn) from None
+            raise mysql_connect.classify(exc, self.dsn) from None
         finally:
             cur.close()
 

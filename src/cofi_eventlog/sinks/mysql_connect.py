@@ -1,0 +1,136 @@
+"""Opening a MySQL/MariaDB connection as the DSN says, and naming what went wrong by errno.
+
+Every session the library opens is pinned to UTC (a TIMESTAMP column is then written and read as the
+UTC the library means, whatever the server's zone) and to strict mode (a value that does not fit is an
+error the sink has prevented, never a silent cut by the server). TLS and a unix socket come from the
+DSN's options. With several hosts, the hosts are tried in turn from a given one.
+"""
+
+from __future__ import annotations
+
+import ssl
+from dataclasses import dataclass
+from typing import Any
+
+import pymysql
+
+from .base import SinkError
+from .dsn import Dsn
+
+SESSION = "SET time_zone = '+00:00', sql_mode = CONCAT(@@sql_mode, ',STRICT_ALL_TABLES')"
+SETTINGS = ("max_allowed_packet", "wsrep_on", "wsrep_max_ws_rows", "wsrep_max_ws_size")
+
+# Errors caused by a row's content: no retry will help, so the writer isolates and dead-letters the row.
+# 4025 MariaDB JSON/CHECK constraint, 3819 MySQL CHECK, 3140 MySQL invalid JSON, 1366 bad string value,
+# 1406 data too long, 1264 out of range, 1048 NULL in NOT NULL, 1292 bad datetime, 1153 packet too large.
+ROW_ERRNOS = frozenset({1048, 1153, 1264, 1292, 1366, 1406, 3140, 3819, 4025})
+# Everything else is transient: the documented ones (2002, 2003, 2006, 2013, 2055, 1040, 1053, 1205, 1213,
+# 1290), configuration faults a person can fix (1045 wrong password, 1146 missing table), and Galera's:
+# 1047 (this node is not in the primary component), 1213 (a certification conflict: the statement rolled
+# back, and sending it again is harmless), 1105 and 1180 (the statement's write set is over
+# wsrep_max_ws_size or wsrep_max_ws_rows: the writer splits the batch). After 2006/2013 the connection is
+# dead and is replaced, never pinged.
+WRITE_SET_ERRNOS = frozenset({1105, 1180})
+# Errors after which the same server is worth asking again; after any other, another host is tried first.
+SAME_HOST_ERRNOS = frozenset({1205, 1213}) | WRITE_SET_ERRNOS | ROW_ERRNOS
+
+
+@dataclass
+class Link:
+    """An open connection, which of the DSN's hosts it reached, and the server settings that size statements."""
+
+    conn: Any
+    host: int
+    settings: dict[str, str]
+
+
+def connect(dsn: Dsn, *, timeout: float = 10.0, autocommit: bool = True) -> Any:
+    """A pymysql connection in utf8mb4, UTC and strict mode, every socket operation bounded by ``timeout``;
+    to the first of the DSN's hosts that answers."""
+    return open_link(dsn, timeout=timeout, autocommit=autocommit).conn
+
+
+def open_link(dsn: Dsn, *, timeout: float = 10.0, autocommit: bool = True, first: int = 0) -> Link:
+    """Try the hosts in turn from ``first``, wrapping around; raise the failures of all of them."""
+    failures: list[SinkError] = []
+    count = len(dsn.hosts)
+    for step in range(count):
+        index = (first + step) % count
+        try:
+            return _open(dsn, index, timeout, autocommit)
+        except SinkError as exc:
+            failures.append(exc)
+    if count == 1:
+        raise failures[0]
+    raise SinkError("no host answered: " + "; ".join(str(f) for f in failures), transient=True,
+                    code=failures[-1].code)
+
+
+def _open(dsn: Dsn, index: int, timeout: float, autocommit: bool) -> Link:
+    host, port = dsn.hosts[index]
+    where = f"{host}:{port}" if len(dsn.hosts) > 1 else None
+    options: dict[str, Any] = {}
+    if dsn.options.get("unix_socket"):
+        options["unix_socket"] = dsn.options["unix_socket"]
+    tls = tls_context(dsn)
+    if tls is not None:
+        options["ssl"] = tls  # required: pymysql refuses a server without TLS (error 2026)
+    elif dsn.flag("ssl") is False:
+        options["ssl_disabled"] = True
+    try:
+        conn = pymysql.connect(host=host, port=port, user=dsn.user, password=dsn.password.encode("utf-8"),
+                               database=dsn.database, charset="utf8mb4", autocommit=autocommit,
+                               connect_timeout=timeout, read_timeout=timeout, write_timeout=timeout,
+                               init_command=SESSION, **options)
+    except pymysql.MySQLError as exc:
+        raise classify(exc, dsn, where) from None
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SHOW VARIABLES WHERE Variable_name IN (%s, %s, %s, %s)", SETTINGS)
+            settings = {str(k): str(v) for k, v in cur.fetchall()}
+    except pymysql.MySQLError as exc:
+        conn.close()
+        raise classify(exc, dsn, where) from None
+    return Link(conn, index, settings)
+
+
+def tls_context(dsn: Dsn) -> ssl.SSLContext | None:
+    """The TLS the DSN asks for, or None (then pymysql uses TLS only if the server offers it).
+
+    With ``ssl_ca`` the server's certificate is checked unless ``ssl_verify_cert=false``: a CA that is
+    given and then not used to verify would be a trap.
+    """
+    options = dsn.options
+    ca, cert, key = options.get("ssl_ca"), options.get("ssl_cert"), options.get("ssl_key")
+    verify, identity = dsn.flag("ssl_verify_cert"), bool(dsn.flag("ssl_verify_identity"))
+    if not (dsn.flag("ssl") or ca or cert or key or verify or identity):
+        return None
+    verify = (ca is not None) if verify is None else verify
+    try:
+        context = ssl.create_default_context(cafile=ca)
+        context.check_hostname = identity
+        context.verify_mode = ssl.CERT_REQUIRED if verify or identity else ssl.CERT_NONE
+        if cert or key:
+            if not (cert and key):
+                raise SinkError("dsn options ssl_cert and ssl_key go together", transient=True)
+            context.load_cert_chain(cert, key, password=lambda: b"")  # an encrypted key fails, never prompts
+    except (OSError, ssl.SSLError) as exc:
+        files = ", ".join(f"{k}={v}" for k, v in options.items() if k in ("ssl_ca", "ssl_cert", "ssl_key"))
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise SinkError(f"TLS files unusable ({files}): {reason}", transient=True) from None
+    return context
+
+
+def classify(exc: BaseException, dsn: Dsn | None = None, where: str | None = None) -> SinkError:
+    """Turn a driver error into a SinkError by errno; the message never carries the password."""
+    code = exc.args[0] if exc.args and isinstance(exc.args[0], int) else None
+    text = str(exc.args[1]) if len(exc.args) > 1 else type(exc).__name__
+    if dsn is not None and dsn.password:
+        text = text.replace(dsn.password, "***")
+    return SinkError(f"mysql error {code}: {text}{_at(dsn, where)}", transient=code not in ROW_ERRNOS, code=code)
+
+
+def _at(dsn: Dsn | None, where: str | None) -> str:
+    if dsn is None:
+        return ""
+    return f" ({dsn.redacted()}" + (f", host {where})" if where else ")")

@@ -100,10 +100,43 @@ def run_until_sigterm(args: list[str], returned: int) -> tuple[set[int], subproc
 
 def test_sigterm_writes_the_queue_then_ends_the_process_with_status_143(
         mysql_dsn: str, mysql_table: str, spool_dir: str) -> None:
+    """The process keeps logging while the loggers close: those calls are spooled, and the next logger
+    replays them."""
     reported, done = run_until_sigterm([mysql_dsn, mysql_table, spool_dir, "no"], returned=3000)
     assert done.returncode == 128 + signal.SIGTERM, done.stderr
+    written_by_the_child = landed(mysql_dsn, mysql_table)[0]
+    replayer = EventLogger(mysql_dsn, table=mysql_table, spool_dir=spool_dir)
+    assert replayer.flush(timeout=30)
+    replayer.close()
     rows, ids, files = landed(mysql_dsn, mysql_table)
     assert rows == ids == files >= len(reported) >= 3000  # every returned call, and maybe the one in flight
+    assert written_by_the_child >= 3000
+
+
+BLOCKED = r"""
+import multiprocessing, os, sys
+from cofi_eventlog import EventLogger
+
+dsn, table, spool_dir = sys.argv[1:4]
+EventLogger.configure(dsn, table=table, spool_dir=spool_dir, batch_size=1_000_000, flush_interval=3600)
+for i in range(500):
+    EventLogger.file_started("blocked", "lid", f"f{i}")
+lock = multiprocessing.Lock()
+lock.acquire()
+os.write(1, b"ready\n")
+lock.acquire()  # blocked for good in a semaphore, as a Pool worker waits for its next task
+"""
+
+
+def test_sigterm_drains_a_process_whose_main_thread_is_blocked_for_good(
+        mysql_dsn: str, mysql_table: str, spool_dir: str) -> None:
+    child = subprocess.Popen([sys.executable, "-c", BLOCKED, mysql_dsn, mysql_table, spool_dir],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert child.stdout is not None and child.stdout.readline() == b"ready\n"
+    child.send_signal(signal.SIGTERM)
+    _, err = child.communicate(timeout=60)
+    assert child.returncode == 128 + signal.SIGTERM, err
+    assert landed(mysql_dsn, mysql_table) == (500, 500, 500)
 
 
 def test_an_application_s_own_sigterm_handler_is_kept_and_can_chain_the_drain(

@@ -159,14 +159,23 @@ def test_configure_flushes_and_closes_the_previous_logger(tmp_path: Path, spool_
     assert count_of(second, "batchExecutionLog") == 1
 
 
-def test_close_is_idempotent_and_later_calls_are_counted_as_dropped(tmp_path: Path, spool_dir: str) -> None:
-    log = EventLogger(f"sqlite:///{tmp_path / 'c.db'}", spool_dir=spool_dir)
+def test_close_is_idempotent_and_later_calls_are_spooled_for_the_next_logger(tmp_path: Path, spool_dir: str) -> None:
+    dsn = f"sqlite:///{tmp_path / 'c.db'}"
+    log = EventLogger(dsn, spool_dir=spool_dir)
     log.file_started("b", "lid", "a.wav")
     log.close()
     log.close()
-    log.file_started("b", "lid", "late.wav")
+    log.file_started("b", "lid", "late.wav")  # a call racing with the close of SIGTERM, say
     stats = log.stats()
-    assert (stats["written"], stats["dropped"]) == (1, 1)
+    assert (stats["written"], stats["spilled"], stats["dropped"]) == (1, 1, 0)
+    never_started = EventLogger(dsn, spool_dir=spool_dir)
+    never_started.close()
+    never_started.file_started("b", "lid", "lost.wav")  # nothing in this process to spool with: counted
+    assert never_started.stats()["dropped_closed"] == 1
+    later = EventLogger(dsn, spool_dir=spool_dir)
+    assert later.flush(10)
+    later.close()
+    assert [r["fileName"] for r in rows_of(dsn, "batchExecutionLog")] == ["a.wav", "late.wav"]
 
 
 def test_strict_mode_raises_on_the_callers_thread(tmp_path: Path, spool_dir: str) -> None:

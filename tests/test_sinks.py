@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 from conftest import rows_of
 
 from cofi_eventlog import EventLogger, SinkError
 from cofi_eventlog.database import Database, create_table_sql
 from cofi_eventlog.events import EventIds, normalize
-from cofi_eventlog.sinks import MySQLSink, SQLiteSink, parse_dsn
+from cofi_eventlog.sinks import COLUMNS, MySQLSink, SQLiteSink, parse_dsn
 from cofi_eventlog.sinks.columns import declared, describe, mysql_columns, sqlite_columns
 from cofi_eventlog.sinks.fit import Fitter
 from cofi_eventlog.sinks.mysql import NO_BACKSLASH_ESCAPES
@@ -200,3 +203,27 @@ def test_values_are_bounded_to_narrow_columns_and_marked() -> None:
     plain = fitter.fit((*_row(3, "x")[:9], None, _row(3, "x")[10]))
     assert plain is not None and json.loads(str(plain[9])) == {
         "coerced": ["metadata: no value, the column is NOT NULL; stored '{}'"]}
+
+
+@pytest.mark.parametrize("no_backslash", [False, True])
+def test_a_batch_of_every_shape_is_one_statement_and_reads_back_exactly(
+        mysql_dsn: str, mysql_table: str, no_backslash: bool) -> None:
+    """Columns NULL on every row, on none and on some; counts; hostile text among plain rows: the
+    statement lists the columns in its own order, and every value lands where it belongs."""
+    texts = ["plain", None, *HOSTILE]
+    rows = [(os.urandom(16), f"b{i % 3}", texts[i % len(texts)], "progress" if i % 2 else "error",
+             texts[(i + 1) % len(texts)], None, "10.0.0.7" if i % 4 else None, i if i % 3 else None, None,
+             None if i % 5 else orjson.dumps({"t": texts[i % len(texts)], "i": i}).decode(),
+             1_700_000_000_000_000 + i) for i in range(200)]
+    sink = MySQLSink(parse_dsn(mysql_dsn), mysql_table)
+    if no_backslash:
+        with sink._connection().cursor() as cur:
+            cur.execute("SET SESSION sql_mode = CONCAT(@@sql_mode, ',NO_BACKSLASH_ESCAPES')")
+    sink.write(rows)
+    sink.close()
+    assert sink.statements == 1
+    stored = {r["eventId"]: r for r in rows_of(mysql_dsn, mysql_table)}
+    for row in rows:
+        got = stored[row[0]]
+        assert tuple(got[c] for c in COLUMNS[1:10]) == row[1:10]
+        assert got["createdAt"] == datetime(2023, 11, 14, 22, 13, 20) + timedelta(microseconds=row[10] % 1_000_000)

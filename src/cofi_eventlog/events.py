@@ -64,6 +64,10 @@ class EventIds:
             node = os.urandom(4)
         self._node = int.from_bytes(node, "big") << 32
 
+    @property
+    def node(self) -> int:
+        return self._node
+
     def make(self, time_ns: int, seq: int) -> bytes:
         return ((time_ns << 64) | self._node | (seq & 0xFFFFFFFF)).to_bytes(16, "big")
 
@@ -83,7 +87,7 @@ def clean_text(value: Any, argument: str, notes: list[Coercion], limit: int | No
             value = str.__str__(value)
         else:
             notes.append(Coercion(argument, f"expected str, got {type(value).__name__}", wrong_type=True))
-            value = safe_repr(value) if not isinstance(value, bytes) else _bytes_text(value)
+            value = _safe_repr(value) if not isinstance(value, bytes) else _bytes_text(value)
     text: str = value
     if required and not text:
         notes.append(Coercion(argument, "is empty"))
@@ -110,7 +114,7 @@ def clean_count(value: Any, argument: str, notes: list[Coercion]) -> int | None:
         if (isinstance(value, float) and number != value) or not -(1 << 63) <= number < (1 << 63):
             raise ValueError
     except Exception:  # TypeError, ValueError, OverflowError, or whatever a hostile __int__ raises
-        notes.append(Coercion(argument, f"{safe_repr(value)[:64]} is not a 64-bit integer; stored NULL",
+        notes.append(Coercion(argument, f"{_safe_repr(value)[:64]} is not a 64-bit integer; stored NULL",
                               wrong_type=not isinstance(value, (int, float))))
         return None
     notes.append(Coercion(argument, f"{type(value).__name__} converted to int"))
@@ -122,7 +126,7 @@ def to_json(data: dict[str, Any], notes: list[Coercion]) -> str:
     (orjson turns NaN into null silently, and a coerced NaN must be counted), or nested too deep."""
     try:
         out = orjson.dumps(data)
-        if b"null" not in out and _depth_fits(out):
+        if b"null" not in out and depth_fits(out):
             return _bounded_json(out, notes)
     except (TypeError, orjson.JSONEncodeError):
         pass
@@ -133,7 +137,7 @@ _STRINGS = re.compile(rb'"(?:[^"\\]|\\.)*"')
 _BRACKETS = re.compile(rb"[\[\]{}]")
 
 
-def _depth_fits(out: bytes) -> bool:
+def depth_fits(out: bytes) -> bool:
     """Whether JSON text nests at most MAX_JSON_DEPTH levels. Counting brackets settles nearly every
     document at C speed; only one with more brackets than levels allowed is scanned."""
     if out.count(b"[") + out.count(b"{") <= MAX_JSON_DEPTH:
@@ -180,7 +184,7 @@ def _jsonable(obj: Any, path: str, notes: list[Coercion], depth: int, seen: set[
         return _container(obj, path, notes, depth, seen)
     except Exception as exc:
         notes.append(Coercion(path, f"{kind.__name__} could not be read ({type(exc).__name__}); stored as repr"))
-        return clean_text(safe_repr(obj), path, notes, limit=4096)
+        return clean_text(_safe_repr(obj), path, notes, limit=4096)
 
 
 def _container(obj: Any, path: str, notes: list[Coercion], depth: int, seen: set[int]) -> Any:
@@ -198,7 +202,7 @@ def _container(obj: Any, path: str, notes: list[Coercion], depth: int, seen: set
                 return _object(obj, path, notes, depth, seen)
             if isinstance(obj, (set, frozenset)):
                 notes.append(Coercion(path, f"{kind.__name__} stored as a list"))
-                items: Any = sorted(obj, key=safe_repr)
+                items: Any = sorted(obj, key=_safe_repr)
             else:
                 items = obj
             return [_jsonable(v, f"{path}[{i}]", notes, depth + 1, seen) for i, v in enumerate(items)]
@@ -211,7 +215,7 @@ def _container(obj: Any, path: str, notes: list[Coercion], depth: int, seen: set
         return orjson.loads(orjson.dumps(obj))
     except (TypeError, orjson.JSONEncodeError):
         notes.append(Coercion(path, f"{kind.__name__} is not JSON; stored as repr"))
-        return clean_text(safe_repr(obj), path, notes, limit=4096)
+        return clean_text(_safe_repr(obj), path, notes, limit=4096)
 
 
 def _object(obj: dict[Any, Any], path: str, notes: list[Coercion], depth: int, seen: set[int]) -> dict[str, Any]:
@@ -223,14 +227,14 @@ def _object(obj: dict[Any, Any], path: str, notes: list[Coercion], depth: int, s
         if isinstance(key, str):
             text = clean_text(key, path, notes, limit=1024) or ""
         else:
-            notes.append(Coercion(path, f"{type(key).__name__} key {safe_repr(key)[:32]} as text"))
-            text = clean_text(safe_repr(key), path, notes, limit=1024) or ""
+            notes.append(Coercion(path, f"{type(key).__name__} key {_safe_repr(key)[:32]} as text"))
+            text = clean_text(_safe_repr(key), path, notes, limit=1024) or ""
         if text in out:
             base = text if isinstance(key, str) else f"{text} ({type(key).__name__})"
             text, n = base, 2
             while text in out:
                 text, n = f"{base} ({n})", n + 1
-            notes.append(Coercion(path, f"key {safe_repr(key)[:32]} collides with another; stored as {text!r}"))
+            notes.append(Coercion(path, f"key {_safe_repr(key)[:32]} collides with another; stored as {text!r}"))
         out[text] = _jsonable(value, f"{path}.{text}", notes, depth + 1, seen)
     return out
 
@@ -242,7 +246,7 @@ def _bytes_text(value: bytes) -> str:
         return "hex:" + value.hex()
 
 
-def safe_repr(value: Any) -> str:
+def _safe_repr(value: Any) -> str:
     try:
         return repr(value)
     except Exception as exc:  # a broken __repr__ must not lose the event
@@ -264,7 +268,7 @@ def _safe_str(value: Any) -> str:
     try:
         return str(value)
     except Exception:  # a broken __str__ must not lose the event
-        return safe_repr(value)
+        return _safe_repr(value)
 
 
 def normalize(raw: Raw, ids: EventIds) -> tuple[Row, list[Coercion]]:
@@ -293,7 +297,7 @@ def _build(raw: Raw, ids: EventIds) -> tuple[Row, list[Coercion]]:
             except Exception as exc:
                 notes.append(Coercion("metadata", f"{type(metadata).__name__} could not be read "
                                                   f"({type(exc).__name__}); stored as repr", wrong_type=True))
-                meta["metadata"] = safe_repr(metadata)
+                meta["metadata"] = _safe_repr(metadata)
     batch = clean_text(batch_id, "batch_id", notes, required=True)
     text = describe_error(message, notes, meta)
     row_stage = clean_text(stage, "stage", notes)
@@ -321,10 +325,10 @@ def _as_text(raw: Raw, ids: EventIds, exc: Exception) -> tuple[Row, list[Coercio
     def text(value: Any, argument: str) -> str | None:
         if value is None or type(value) is str:
             return clean_text(value, argument, [])
-        return clean_text(safe_repr(value), argument, [])
+        return clean_text(_safe_repr(value), argument, [])
 
-    call = {"processed": safe_repr(processed), "total": safe_repr(total), "payload": safe_repr(payload),
-            "metadata": safe_repr(metadata)}
+    call = {"processed": _safe_repr(processed), "total": _safe_repr(total), "payload": _safe_repr(payload),
+            "metadata": _safe_repr(metadata)}
     meta = orjson.dumps({"coerced": [str(note)], "call": {k: clean_text(v, k, [], limit=4096)
                                                           for k, v in call.items()}}).decode()
     row: Row = (ids.make(time_ns, seq), text(batch_id, "batch_id") or "unknown", text(stage, "stage"), etype,

@@ -55,8 +55,14 @@ class _either(Generic[P, R]):
         self.func = func
         self.__doc__ = func.__doc__
 
+    def __set_name__(self, owner: type[EventLogger], name: str) -> None:
+        self.name = name
+
     def __get__(self, obj: EventLogger | None, owner: type[EventLogger]) -> Callable[P, R]:
-        return MethodType(self.func, obj if obj is not None else owner.default())
+        if obj is None:  # the process-wide logger's own bound method (see EventLogger._bind)
+            bound: Callable[P, R] = (owner._default or owner.default()).__dict__[self.name]
+            return bound
+        return MethodType(self.func, obj)
 
 
 class PreflightError(RuntimeError):
@@ -135,7 +141,7 @@ class EventLogger:
         self._reset_counters()
         self._lock = threading.RLock()  # RLock: a SIGTERM handler may close() on a thread inside close()
         self._closed = False
-        self._fast_pid = -1  # == os.getpid() only while the plain append path may be taken
+        self._fast = False  # whether calls may take the plain append path (no fork or recursion to check)
         self._queue: deque[Any] = deque()
         self._writer: Writer | None = None
         self._intake: Intake | None = None
@@ -145,8 +151,18 @@ class EventLogger:
         if self._unusable is not None:
             self._warn("dsn", f"{self._unusable}: events are spooled to {self._spool_dir} until a "
                               f"process with a valid DSN replays them (cofi-eventlog spool replay)")
+        self._bind()
         if preflight:
             self.preflight()
+
+    def _bind(self) -> None:
+        """Bind every method that also works on the class once, into this instance's own __dict__: a
+        call on the instance finds it there before the descriptor, and a class-level call gets it from
+        there too, instead of making a new bound method each time."""
+        for klass in reversed(type(self).__mro__):
+            for name, attr in vars(klass).items():
+                if isinstance(attr, _either):
+                    self.__dict__[name] = MethodType(attr.func, self)
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else "open"
@@ -281,7 +297,7 @@ class EventLogger:
                     processed, total, payload, metadata, _time_ns(), self._seq.add()))
 
     def _emit(self, item: Raw) -> None:
-        if self._fast_pid != _getpid():
+        if not self._fast:
             return self._emit_slow(item)
         queue = self._queue  # Intake.put, inlined: this is the path every call takes
         if len(queue) >= self._max_queue:
@@ -297,15 +313,19 @@ class EventLogger:
             self._dropped_recursion.add()
             return
         if self._closed:
-            self._dropped_closed.add()
-            self._warn("closed", f"{self!r} is closed; event dropped")
             if self._strict:
                 raise RuntimeError("EventLogger is closed")
+            intake = self._intake if self._writer_pid == _getpid() else None
+            if intake is not None:  # spooled for the next logger (a call racing with SIGTERM's close, say)
+                intake.spill(item, f"{self!r} is closed")
+                return intake.writer.spool.close()  # let go at once, so that the next logger can replay it
+            self._dropped_closed.add()
+            self._warn("closed", f"{self!r} is closed and never wrote in this process; event dropped")
             return
         intake = self._started()
         if not (self._strict or self._durability == "spool"):
             if not diagnostics_busy():
-                self._fast_pid = _getpid()
+                self._fast = True
             return intake.put(item)
         row, notes = normalize(item, intake.writer.ids)
         if notes and self._strict:
@@ -346,7 +366,7 @@ class EventLogger:
         if self._dsn is None:
             return UnusableSink(self._unusable or "no DSN")
         return open_sink(self._dsn, self._table, create_table=self._create_table, timeout=self._timeout,
-                         on_connect=self._on_connect)
+                         on_connect=self._on_connect, rows_per_statement=self._batch_size)
 
     @_either
     def preflight(self) -> None:
@@ -369,7 +389,7 @@ class EventLogger:
         connection, spool files, writer thread and counters, made on its first call."""
         old = self._writer
         self._queue = deque()
-        self._fast_pid = -1
+        self._fast = False
         self._writer = None
         self._intake = None
         self._lock = threading.RLock()
@@ -386,7 +406,7 @@ class EventLogger:
 
     def route_through_slow_path(self) -> None:
         """Until the next slow-path call, every call checks for recursion and fork (see diagnostics)."""
-        self._fast_pid = -1
+        self._fast = False
 
     def exit_timeout(self) -> float:
         return self._exit_timeout
@@ -428,7 +448,7 @@ class EventLogger:
         appended afterwards."""
         with self._lock:
             self._closed = True
-            self._fast_pid = -1
+            self._fast = False
         writer = self._writer if self._writer_pid == _getpid() else None
         if writer is not None:
             writer.stop(timeout)

@@ -82,6 +82,10 @@ class Intake:
             self.dropped_queue_full.add()
             self._warn("drop", f"queue full ({self.max_queue}); events dropped (on_full='drop')")
             return
+        self.spill(item, f"queue full ({self.max_queue})")
+
+    def spill(self, item: Any, why: str) -> None:
+        """Put one event in the spool's journal, for replay: a full queue, or a call after close()."""
         if type(item[0]) is bytes:
             row = item
         else:
@@ -94,10 +98,10 @@ class Intake:
         if problem is None:
             self.spilled.add()
             self.writer.backlog = True
-            self._warn("spill", f"queue full ({self.max_queue}); events spilled to {spool.folder}")
+            self._warn("spill", f"{why}; events spilled to {spool.folder}")
         else:
             self.dropped_spool_full.add()
-            self._warn("full", f"queue full ({self.max_queue}) and {problem}; event dropped")
+            self._warn("full", f"{why} and {problem}; event dropped")
 
     def _wait_for_room(self) -> bool:
         """on_full='block': wait up to block_timeout for the writer to make room."""

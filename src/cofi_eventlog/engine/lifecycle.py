@@ -34,7 +34,7 @@ def track(logger: Closable) -> None:
 
 
 def install_sigterm_handler() -> None:
-    sigterm.install(close_all, grace=lambda: max((lg.exit_timeout() for lg in _snapshot()), default=0.0))
+    sigterm.install(close_all)
 
 
 def _hook_this_process() -> None:
@@ -60,15 +60,11 @@ def _snapshot() -> list[Any]:
 def close_all(timeout: float | None = None) -> None:
     """Close every logger of this process: each drains for ``timeout`` (default: its own
     ``exit_timeout``), then spools what is left. For an application's own SIGTERM handler."""
-    sigterm.draining(True)
-    try:
-        for logger in _snapshot():
-            try:
-                logger.close(timeout=logger.exit_timeout() if timeout is None else timeout)
-            except Exception:  # one broken logger must not stop the others from draining
-                pass
-    finally:
-        sigterm.draining(False)
+    for logger in _snapshot():
+        try:
+            logger.close(timeout=logger.exit_timeout() if timeout is None else timeout)
+        except Exception:  # one broken logger must not stop the others from draining
+            pass
 
 
 def route_all_through_slow_path() -> None:

@@ -3,16 +3,16 @@
 Containers, systemd and ``Pool.terminate()`` (so also the end of a ``with Pool()`` block) stop a
 process with SIGTERM, whose default action ends it at once: no atexit, no finalizer, the queue lost.
 When a logger starts (or ``configure()`` runs) on the main thread and SIGTERM still has its default
-action, this handler is installed instead. It raises ``SystemExit(143)`` in the main thread, as
-SIGINT raises KeyboardInterrupt: the pipeline stops where it is, its ``finally`` blocks run, and the
-exit hooks drain every logger (written, or spooled, within ``exit_timeout``); the process then exits
-with status 143, the status a shell gives a process that SIGTERM ended.
+action, the library takes SIGTERM instead: a watchdog thread closes every logger (each writes, or
+spools, what it holds within its ``exit_timeout``), then ends the process with status 143, the status
+a shell gives a process that SIGTERM ended.
 
-Draining runs in the exit hooks, never inside the handler: a handler runs between two bytecodes of
-whatever the main thread was doing, possibly inside a lock that a drain would need. If the exit
-stalls (a non-daemon thread that never ends, a handler that swallows SystemExit), a watchdog thread
-drains after the loggers' ``exit_timeout`` and ends the process itself. A SIGTERM that arrives while
-an exit is already draining lets that drain finish.
+The watchdog does the work, not a handler on the main thread: the main thread is left alone, wherever
+it was (in a lock, in multiprocessing's own exit, in a C call that would not notice a Python handler
+for a long time), so nothing it was doing can deadlock the drain or be cut short by it. The watchdog is
+woken by the C-level signal handler itself (``signal.set_wakeup_fd``) where the application has not
+taken that for itself, as asyncio does; else by the Python-level handler. A call made while the loggers
+close is spooled to disk for the next process, not dropped.
 
 A handler the application installed is never replaced; it can call ``cofi_eventlog.close_all()``.
 """
@@ -22,19 +22,16 @@ from __future__ import annotations
 import os
 import signal
 import threading
-import time
 from collections.abc import Callable
 from types import FrameType
 
 EXIT_STATUS = 128 + signal.SIGTERM
 
-_received = False
-_draining = False  # an exit hook is closing the loggers now
-_wake_fd = -1  # the watchdog's pipe, in the process that made it
-_watch_pid = 0
+_pipe: tuple[int, int] | None = None  # the watchdog's (read, write) ends, in the process that made them
+_wakeup_is_ours = False  # the C-level handler writes each signal's number to our pipe (set_wakeup_fd)
 
 
-def install(drain: Callable[[], None], grace: Callable[[], float]) -> None:
+def install(drain: Callable[[], None]) -> None:
     """Take SIGTERM if it has its default action (only the main thread may); arm the watchdog."""
     if threading.current_thread() is not threading.main_thread():
         return
@@ -44,54 +41,72 @@ def install(drain: Callable[[], None], grace: Callable[[], float]) -> None:
             signal.signal(signal.SIGTERM, _on_sigterm)
         elif current is not _on_sigterm:
             return  # the application's own handler, or SIG_IGN
+        _arm_watchdog(drain)
     except (ValueError, OSError):  # an interpreter without signals
         return
-    _arm_watchdog(drain, grace)
-
-
-def draining(active: bool) -> None:
-    global _draining
-    _draining = active
 
 
 def _on_sigterm(signum: int, frame: FrameType | None) -> None:
-    global _received
-    if _received:
-        return
-    _received = True
-    if _watch_pid == os.getpid():
+    """Keeps SIGTERM from ending the process at once; the watchdog sees to the rest."""
+    if _pipe is not None and not _wakeup_is_ours:  # else the C-level handler has woken the watchdog already
         try:
-            os.write(_wake_fd, b"!")  # no lock taken: safe whatever the main thread was in
+            os.write(_pipe[1], bytes([signal.SIGTERM]))
         except OSError:
             pass
-    if not _draining:
-        raise SystemExit(EXIT_STATUS)
 
 
-def _arm_watchdog(drain: Callable[[], None], grace: Callable[[], float]) -> None:
-    global _wake_fd, _watch_pid
-    if _watch_pid == os.getpid():
+# Signals a process is sent from outside. The library's own threads block them, so that the kernel delivers
+# them to the main thread: a signal delivered to another thread does not interrupt a main thread blocked
+# in a system call (a Pool worker waiting for its next task), and Python runs the handler only there.
+OUTSIDE_SIGNALS = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2,
+                   signal.SIGALRM, signal.SIGCHLD}
+
+
+def library_thread() -> None:
+    """Called first thing on each of the library's threads (see OUTSIDE_SIGNALS)."""
+    signal.pthread_sigmask(signal.SIG_BLOCK, OUTSIDE_SIGNALS)
+
+
+def _arm_watchdog(drain: Callable[[], None]) -> None:
+    global _pipe, _wakeup_is_ours
+    if _pipe is not None:
         return
-    read_fd, _wake_fd = os.pipe()
-    _watch_pid = os.getpid()
+    read_fd, write_fd = os.pipe()
+    os.set_blocking(write_fd, False)
+    _pipe = (read_fd, write_fd)
+    previous = signal.set_wakeup_fd(write_fd, warn_on_full_buffer=False)
+    _wakeup_is_ours = previous == -1
+    if not _wakeup_is_ours:
+        signal.set_wakeup_fd(previous)
 
     def watch() -> None:
+        library_thread()
         try:
-            os.read(read_fd, 1)
+            while signal.SIGTERM not in os.read(read_fd, 512):  # other signals' numbers pass by
+                pass
         except OSError:
             return
-        time.sleep(grace())
-        drain()  # the exit has not finished by now: drain from here and end the process
-        os._exit(EXIT_STATUS)
+        try:
+            drain()
+        finally:
+            os._exit(EXIT_STATUS)
 
     threading.Thread(target=watch, name="cofi-eventlog-sigterm", daemon=True).start()
 
 
 def _after_fork_in_child() -> None:
-    """The watchdog thread stays behind in the parent; the child arms its own when it logs."""
-    global _received, _watch_pid
-    _received = False
-    _watch_pid = 0
+    """A forked child starts with SIGTERM's default action (nothing of its own to drain yet; its first
+    logger installs the handler again) and without the parent's watchdog, whose pipe it lets go."""
+    global _pipe, _wakeup_is_ours
+    if _pipe is None:
+        return
+    if _wakeup_is_ours:
+        signal.set_wakeup_fd(-1)
+    for fd in _pipe:
+        os.close(fd)
+    _pipe, _wakeup_is_ours = None, False
+    if signal.getsignal(signal.SIGTERM) is _on_sigterm:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -18,14 +18,18 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from ..events import EventIds, normalize, safe_repr
+from ..events import EventIds
+from ..rows import build_rows
 from ..sinks.base import Row, Sink, SinkError
 from .backoff import Backoff
 from .batching import take
 from .diagnostics import Warner
 from .isolate import Isolator
+from .sigterm import library_thread
 from .spool import Segment, Spool
 from .stats import WriterStats
+
+PIPELINED = 4  # batches a busy writer hands the sink at once
 
 
 class FlushMarker:
@@ -132,6 +136,7 @@ class Writer:
 
     # -- the loop ------------------------------------------------------------------------------------
     def _run(self) -> None:
+        library_thread()
         while not self._stopping:
             self.wake.wait(self._linger())
             self.wake.clear()
@@ -181,7 +186,7 @@ class Writer:
             while self.queue and not self._abandoned:
                 items: list[Any] = []
                 self._taken = items
-                markers = take(self.queue, self.batch_size, items)
+                markers = take(self.queue, self._take_size(), items)
                 try:
                     if items:
                         self._deliver(items)
@@ -197,26 +202,19 @@ class Writer:
         except Exception:
             self._bug(0)
 
+    def _take_size(self) -> int:
+        """Whole batches, up to PIPELINED of them when that many wait: the sink sends them as statements of
+        batch_size rows, building each while the server runs the one before."""
+        return min(PIPELINED, max(1, len(self.queue) // self.batch_size)) * self.batch_size
+
     def _bug(self, lost: int) -> None:
         self.stats.dropped_writer_error += lost
         self.stats.last_error = "writer: internal error (see the warning's traceback)"
         self._warn.exception("bug", f"cofi_eventlog writer cycle failed; {lost} events dropped")
 
     def _rows(self, items: Sequence[Any]) -> list[Row]:
-        rows: list[Row] = []
-        for item in items:
-            if type(item[0]) is bytes:  # normalized on the caller's thread (strict or spool mode)
-                rows.append(item)
-                continue
-            try:
-                row, notes = normalize(item, self.ids)
-            except Exception as exc:  # normalize never raises; should it, keep the call for a person
-                self._dead_letter_entry({"reason": f"could not build the row: {type(exc).__name__}",
-                                         "call": [safe_repr(v)[:4096] for v in item]}, "?")
-                continue
-            if notes:
-                self.stats.coerced += 1
-            rows.append(row)
+        rows, coerced = build_rows(items, self.ids)
+        self.stats.coerced += coerced
         return rows
 
     def _answer(self, marker: Any) -> None:
@@ -289,12 +287,9 @@ class Writer:
         self._warn("down", f"database unavailable ({exc}); spooling, next try in {delay:.2f}s")
 
     def _dead_letter(self, row: Row, reason: str) -> None:
-        self._dead_letter_entry({"reason": reason, "row": [row[0].hex(), *row[1:]]}, row[0].hex())
-
-    def _dead_letter_entry(self, entry: dict[str, Any], event_id: str) -> None:
         """Keep a row the database refused; if even that fails, the row alone is dropped and counted."""
-        reason = entry["reason"]
-        problem = self.spool.dead_letter(entry)
+        event_id = row[0].hex()
+        problem = self.spool.dead_letter({"reason": reason, "row": [event_id, *row[1:]]})
         self.stats.last_error = reason
         if problem is None:
             self.stats.dead_lettered += 1

@@ -9,23 +9,21 @@ before every statement.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
-from datetime import datetime, timezone
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import pymysql
+from pymysql.constants import COMMAND
 
-from .base import COLUMNS, Row, SinkError, insert_check_sql, skip_duplicates
+from .base import Row, SinkError, insert_check_sql, skip_duplicates
 from .columns import declared, mysql_columns
 from .dsn import Dsn
 from .fit import Fitter
 from .mysql_connect import SAME_HOST_ERRNOS, WRITE_SET_ERRNOS, Link, classify, open_link
+from .mysql_values import ALL_COLUMNS, Renderer
 
 NO_BACKSLASH_ESCAPES = 512  # pymysql.constants.SERVER_STATUS.SERVER_STATUS_NO_BACKSLASH_ESCAPES
 RETURN_AFTER = 60.0  # seconds on a later host of the DSN before the first one is tried again
-
-_ESCAPES = {0: "\\0", ord("\\"): "\\\\", ord("\n"): "\\n", ord("\r"): "\\r", 26: "\\Z",
-            ord('"'): '\\"', ord("'"): "\\'"}
 
 
 def create_table_sql(table: str) -> str:
@@ -49,35 +47,6 @@ def create_table_sql(table: str) -> str:
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin"""
 
 
-class _Quoter:
-    """Renders one row as a VALUES tuple, escaping strings exactly as the driver would."""
-
-    def __init__(self) -> None:
-        self._second = -1
-        self._prefix = ""
-
-    def timestamp(self, micros: int) -> str:
-        second, frac = divmod(micros, 1_000_000)
-        if second != self._second:  # rows come in bursts from the same second
-            self._second = second
-            self._prefix = datetime.fromtimestamp(second, timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
-        return f"'{self._prefix}.{frac:06d}'"
-
-    def render(self, row: Row, no_backslash: bool) -> str:
-        eid, batch, stage, etype, fname, msg, gpu, processed, total, meta, created = row
-        if no_backslash:
-            def q(s: str | None) -> str:
-                return "NULL" if s is None else "'" + s.replace("'", "''") + "'"
-        else:
-            def q(s: str | None) -> str:
-                return "NULL" if s is None else "'" + s.translate(_ESCAPES) + "'"
-        return (
-            f"(x'{eid.hex()}',{q(batch)},{q(stage)},{q(etype)},{q(fname)},{q(msg)},{q(gpu)},"
-            f"{'NULL' if processed is None else int(processed)},{'NULL' if total is None else int(total)},"
-            f"{q(meta)},{self.timestamp(created)})"
-        )
-
-
 class MySQLSink:
     """Writes rows in statements that fit the server: under max_allowed_packet (a row over it is refused)
     and, on a Galera node, under wsrep_max_ws_rows and a third of wsrep_max_ws_size (a statement's write set
@@ -89,7 +58,7 @@ class MySQLSink:
 
     def __init__(self, dsn: Dsn, table: str, *, create_table: bool = True, timeout: float = 10.0,
                  max_statement_bytes: int = 4 << 20, on_connect: Callable[[Any], None] | None = None,
-                 return_after: float = RETURN_AFTER) -> None:
+                 return_after: float = RETURN_AFTER, rows_per_statement: int = 1000) -> None:
         self.dsn = dsn
         self._on_connect = on_connect
         self.table = table
@@ -100,6 +69,7 @@ class MySQLSink:
         self._return_after = return_after
         self._wanted = declared("mysql", create_table_sql(table))
         self._max_bytes = max_statement_bytes
+        self._rows_per_statement = rows_per_statement
         self._packet_bytes = max_statement_bytes
         self._write_set: tuple[int | None, int | None] = (None, None)  # (rows, bytes) a statement may carry
         self._learned: tuple[int | None, int | None] = (None, None)  # the same, halved after a refusal
@@ -107,8 +77,8 @@ class MySQLSink:
         self._away_since: float | None = None
         self._fitter: Fitter | None = None
         self._conn: Any = None
-        self._quoter = _Quoter()
-        self._head = f"INSERT INTO `{table}` ({','.join(f'`{c}`' for c in COLUMNS)}) VALUES ".encode()
+        self._render = Renderer()
+        self._into = f"INSERT INTO `{table}` ("
         self._tail = skip_duplicates("mysql").encode()
 
     def __repr__(self) -> str:
@@ -164,38 +134,57 @@ class MySQLSink:
 
     def statements_for(self, rows: Sequence[Row]) -> list[bytes]:
         """Split rows into INSERT statements that each fit the server's limits."""
-        return [sql for sql, _ in self._statements(rows)[0]]
+        self._connection()
+        return [sql for sql, _ in self._statements(self._fitted(rows)[0])]
 
-    def _statements(self, rows: Sequence[Row]) -> tuple[list[tuple[bytes, int]], int]:
-        """The statements with their row counts, and how many rows were bounded to fit their columns."""
-        conn = self._connection()
-        no_backslash = bool(conn.server_status & NO_BACKSLASH_ESCAPES)
-        fitter = self._fitter
-        head, tail = self._head, self._tail
-        empty = len(head) + len(tail)
+    def _fitted(self, rows: Sequence[Row]) -> tuple[Sequence[Row], int]:
+        """The rows bounded to narrower columns (see fit.py), and how many were."""
+        if self._fitter is None:
+            return rows, 0
+        fitted = [self._fitter.fit(row) for row in rows]
+        coerced = len(fitted) - fitted.count(None)
+        if not coerced:
+            return rows, 0
+        return [row if f is None else f for row, f in zip(rows, fitted, strict=True)], coerced
+
+    def _statements(self, rows: Sequence[Row]) -> Iterator[tuple[bytes, int]]:
+        """The statements for rows (each with its row count), made one at a time: the next is built while
+        the server runs the one before (see :meth:`write`)."""
+        no_backslash = bool(self._connection().server_status & NO_BACKSLASH_ESCAPES)
+        tail = self._tail
         max_rows, max_bytes = self._caps()
-        out: list[tuple[bytes, int]] = []
+        step = min(max_rows, self._rows_per_statement)
+        columns = getattr(rows, "columns", None)
+        for start in range(0, len(rows), step):
+            chunk, part = rows, columns
+            if len(rows) > step:
+                chunk = rows[start:start + step]
+                part = None if columns is None else [c[start:start + step] for c in columns]
+            names, values = self._render.batch(chunk, no_backslash, part)
+            sql = f"{self._into}{names}) VALUES {values}".encode() + tail
+            if len(sql) <= max_bytes:
+                yield sql, len(chunk)
+            else:  # rows too big to go together: as many as fit in each statement
+                yield from self._split(chunk, no_backslash, max_bytes)
+
+    def _split(self, rows: Sequence[Row], no_backslash: bool, max_bytes: int) -> Iterator[tuple[bytes, int]]:
+        head = f"{self._into}{ALL_COLUMNS}) VALUES ".encode()
+        tail = self._tail
+        empty = len(head) + len(tail)
         parts: list[bytes] = []
         size = empty
-        coerced = 0
         for row in rows:
-            if fitter is not None:
-                fitted = fitter.fit(row)
-                if fitted is not None:
-                    row = fitted
-                    coerced += 1
-            value = self._quoter.render(row, no_backslash).encode("utf-8")
+            value = self._render.row(row, no_backslash).encode("utf-8")
             if empty + len(value) > self._packet_bytes:
                 raise SinkError(f"row {row[0].hex()} is {len(value)} bytes, over the statement cap "
                                 f"{self._packet_bytes}", transient=False, code=1153)
-            if parts and (size + len(value) + 1 > max_bytes or len(parts) >= max_rows):
-                out.append((head + b",".join(parts) + tail, len(parts)))
+            if parts and size + len(value) + 1 > max_bytes:
+                yield head + b",".join(parts) + tail, len(parts)
                 parts, size = [], empty
             parts.append(value)
             size += len(value) + 1
         if parts:
-            out.append((head + b",".join(parts) + tail, len(parts)))
-        return out, coerced
+            yield head + b",".join(parts) + tail, len(parts)
 
     def check(self) -> None:
         conn = self._connection()
@@ -207,21 +196,28 @@ class MySQLSink:
             raise classify(exc, self.dsn) from None
 
     def write(self, rows: Sequence[Row]) -> None:
+        """Write the rows, a statement at a time, each sent before the next is built: the server runs one
+        while Python builds the next (pymysql's query(), split in its send and its read)."""
         if not rows:
             return
         if self._away_since is not None and time.monotonic() - self._away_since > self._return_after:
             self._drop()  # back to the first host, if it answers again
             self._host, self._away_since = 0, None
-        sending: tuple[bytes, int] = (b"", 0)
+        pending: tuple[bytes, int] | None = None
         try:
-            statements, coerced = self._statements(rows)
-            for sending in statements:
-                self._conn.query(sending[0])
-                self.statements += 1
+            conn = self._connection()
+            rows, coerced = self._fitted(rows)
+            for statement in self._statements(rows):
+                if pending is not None:
+                    self._finish(conn)
+                conn._execute_command(COMMAND.COM_QUERY, statement[0])
+                pending = statement
+            if pending is not None:
+                self._finish(conn)
         except pymysql.MySQLError as exc:
             error = classify(exc, self.dsn, self.host if len(self.dsn.hosts) > 1 else None)
-            if error.code in WRITE_SET_ERRNOS:  # remembered, so that the next batches fit at once
-                sql, count = sending
+            if error.code in WRITE_SET_ERRNOS and pending is not None:  # remembered: the next batches fit at once
+                sql, count = pending
                 rows_cap, bytes_cap = self._learned
                 self._learned = (max(1, count // 2), bytes_cap) if error.code == 1180 else \
                     (rows_cap, max(1, len(sql) // 2))
@@ -235,6 +231,11 @@ class MySQLSink:
             self._next_host()
             raise SinkError(f"mysql connection failed: {exc}", transient=True) from None
         self.coerced += coerced
+
+    def _finish(self, conn: Any) -> None:
+        """Read the result of the statement sent last."""
+        conn._affected_rows = conn._read_query_result()
+        self.statements += 1
 
     def _next_host(self) -> None:
         self._host = (self._host + 1) % len(self.dsn.hosts)

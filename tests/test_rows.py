@@ -51,7 +51,7 @@ def calls(draw: Any) -> tuple[Any, ...]:
 def test_a_batch_is_the_calls_one_by_one(batch: list[tuple[Any, ...]]) -> None:
     expected = [normalize(call, IDS) for call in batch]  # type: ignore[arg-type]
     rows, coerced = build_rows(batch, IDS)
-    assert rows == [row for row, _ in expected]
+    assert list(rows) == [row for row, _ in expected]
     assert coerced == sum(bool(notes) for _, notes in expected)
 
 
@@ -69,5 +69,5 @@ def test_a_plain_batch_with_a_few_odd_calls_among_them() -> None:
     batch[20] = (*batch[20][:9], {"x": math.nan}, *batch[20][10:])  # NaN: stored as text, said
     batch[30] = (*batch[30][:3], "é" * 2000, *batch[30][4:])  # a file name over its bound
     rows, coerced = build_rows(batch, IDS)
-    assert rows == [normalize(call, IDS)[0] for call in batch]  # type: ignore[arg-type]
+    assert list(rows) == [normalize(call, IDS)[0] for call in batch]  # type: ignore[arg-type]
     assert coerced == 2

@@ -20,7 +20,7 @@ from typing import Any
 import orjson
 
 from .events import LIMITS, MAX_JSON_DEPTH, MAX_METADATA_BYTES, EventIds, depth_fits, normalize
-from .sinks.base import Row
+from .sinks.base import Row, RowBatch
 
 _ID = struct.Struct(">QII")  # time_ns, the logger's node, the call's sequence number
 _INT64 = 1 << 63
@@ -31,7 +31,7 @@ _TEXT_SLOTS = ((1, LIMITS["batch_id"]), (2, LIMITS["stage"]), (3, LIMITS["file_n
                (5, LIMITS["gpu_ip"]))
 
 
-def build_rows(items: Sequence[Any], ids: EventIds) -> tuple[list[Row], int]:
+def build_rows(items: Sequence[Any], ids: EventIds) -> tuple[Sequence[Row], int]:
     """The rows for a batch of calls, in order, and how many were coerced. Rows made on the caller's
     thread (strict and spool modes) pass through."""
     if not items:
@@ -51,24 +51,17 @@ def build_rows(items: Sequence[Any], ids: EventIds) -> tuple[list[Row], int]:
     seqs = columns[11]
     if max(seqs) > 0xFFFFFFFF:
         seqs = list(map((0xFFFFFFFF).__and__, seqs))
-    row_columns = (list(map(_ID.pack, columns[10], repeat(ids.node >> 32), seqs)), columns[1], columns[2],
-                   columns[0], columns[3], columns[4], columns[5], columns[6], columns[7], texts,
-                   list(map((1000).__rfloordiv__, columns[10])))
-    rows = RowBatch(zip(*row_columns, strict=True))
+    batch = RowBatch((list(map(_ID.pack, columns[10], repeat(ids.node >> 32), seqs)), columns[1], columns[2],
+                      columns[0], columns[3], columns[4], columns[5], columns[6], columns[7], texts,
+                      list(map((1000).__rfloordiv__, columns[10]))))
+    if not careful:
+        return batch, 0
+    rows = batch.rows()
     coerced = 0
     for index in careful:
         rows[index], notes = normalize(items[index], ids)
         coerced += bool(notes)
-    if not careful:
-        rows.columns = row_columns
     return rows, coerced
-
-
-class RowBatch(list[Row]):
-    """Rows, and while they are exactly the rows made from them, their columns: a sink that renders a
-    column at a time need not take the rows apart again. A slice is a plain list."""
-
-    columns: tuple[Sequence[Any], ...] | None = None
 
 
 def _mixed(items: Sequence[Any], ids: EventIds) -> tuple[list[Row], int]:

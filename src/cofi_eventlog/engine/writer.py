@@ -212,7 +212,7 @@ class Writer:
         self.stats.last_error = "writer: internal error (see the warning's traceback)"
         self._warn.exception("bug", f"cofi_eventlog writer cycle failed; {lost} events dropped")
 
-    def _rows(self, items: Sequence[Any]) -> list[Row]:
+    def _rows(self, items: Sequence[Any]) -> Sequence[Row]:
         rows, coerced = build_rows(items, self.ids)
         self.stats.coerced += coerced
         return rows
@@ -267,7 +267,7 @@ class Writer:
         if rows:
             self._spill(rows)
 
-    def _unjournaled(self, items: Sequence[Any], rows: list[Row]) -> list[Row]:
+    def _unjournaled(self, items: Sequence[Any], rows: Sequence[Row]) -> list[Row]:
         """Spool mode: the rows callers made are in the journal already, and a journal segment that
         holds undelivered rows is kept for replay; only the others (journal unwritable) need spilling."""
         journaled = {item[0] for item in items if type(item[0]) is bytes}

@@ -2,15 +2,48 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import datetime, timezone
-from typing import Protocol
+from typing import Any, Protocol, overload
 
 # A row as the writer hands it to a sink. Text is already bounded and free of lone surrogates, and
 # metadata is JSON text, so sinks only quote and send.
 #   (eventId, batchId, stage, eventType, fileName, message, gpuIp, processed, total, metadata, createdAt_us)
 Row = tuple[bytes, str, "str | None", str, "str | None", "str | None", "str | None", "int | None",
             "int | None", "str | None", int]
+
+class RowBatch(Sequence[Row]):
+    """Rows kept as their columns; the row tuples are made only when something looks at a row (isolating a
+    bad one, spooling, SQLite). The MySQL sink renders a column at a time and never needs them, and a
+    busy writer so makes no container per event for the garbage collector to scan."""
+
+    def __init__(self, columns: Sequence[Sequence[Any]]) -> None:
+        self.columns = columns
+        self._rows: list[Row] | None = None
+
+    def __len__(self) -> int:
+        return len(self.columns[0])
+
+    @overload
+    def __getitem__(self, index: int) -> Row: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[Row]: ...
+
+    def __getitem__(self, index: int | slice) -> Row | list[Row]:
+        return self.rows()[index]
+
+    def __iter__(self) -> Iterator[Row]:
+        return iter(self.rows())
+
+    def rows(self) -> list[Row]:
+        if self._rows is None:
+            self._rows = list(zip(*self.columns, strict=True))
+        return self._rows
+
+    def part(self, start: int, stop: int) -> RowBatch:
+        return RowBatch([column[start:stop] for column in self.columns])
+
 
 COLUMNS: tuple[str, ...] = (
     "eventId", "batchId", "stage", "eventType", "fileName", "message",

@@ -15,7 +15,7 @@ from typing import Any
 import pymysql
 from pymysql.constants import COMMAND
 
-from .base import Row, SinkError, insert_check_sql, skip_duplicates
+from .base import Row, RowBatch, SinkError, insert_check_sql, skip_duplicates
 from .columns import declared, mysql_columns
 from .dsn import Dsn
 from .fit import Fitter
@@ -154,13 +154,11 @@ class MySQLSink:
         tail = self._tail
         max_rows, max_bytes = self._caps()
         step = min(max_rows, self._rows_per_statement)
-        columns = getattr(rows, "columns", None)
         for start in range(0, len(rows), step):
-            chunk, part = rows, columns
+            chunk = rows
             if len(rows) > step:
-                chunk = rows[start:start + step]
-                part = None if columns is None else [c[start:start + step] for c in columns]
-            names, values = self._render.batch(chunk, no_backslash, part)
+                chunk = rows.part(start, start + step) if isinstance(rows, RowBatch) else rows[start:start + step]
+            names, values = self._render.batch(chunk, no_backslash)
             sql = f"{self._into}{names}) VALUES {values}".encode() + tail
             if len(sql) <= max_bytes:
                 yield sql, len(chunk)

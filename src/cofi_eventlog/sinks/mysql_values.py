@@ -18,7 +18,7 @@ from itertools import chain, repeat
 from operator import itemgetter
 from typing import Any
 
-from .base import COLUMNS, Row
+from .base import COLUMNS, Row, RowBatch
 
 UNSAFE = re.compile("[\\\\'\x00\n\r\x1a]")  # what quoting must change, in either mode (a double quote need not)
 _ESCAPES = {0: "\\0", ord("\\"): "\\\\", ord("\n"): "\\n", ord("\r"): "\\r", 26: "\\Z",
@@ -37,11 +37,9 @@ class Renderer:
     def __init__(self) -> None:
         self._seconds: dict[str, str] = {}  # seconds since 1970 -> "YYYY-MM-DD HH:MM:SS."
 
-    def batch(self, rows: Sequence[Row], no_backslash: bool,
-              columns: Sequence[Sequence[Any]] | None = None) -> tuple[str, str]:
-        """(the column list, the VALUES text) of every row. ``columns``: the rows' columns, if the caller
-        has them already."""
-        columns = columns if columns is not None else list(zip(*rows, strict=True))
+    def batch(self, rows: Sequence[Row], no_backslash: bool) -> tuple[str, str]:
+        """(the column list, the VALUES text) of every row."""
+        columns = rows.columns if isinstance(rows, RowBatch) else list(zip(*rows, strict=True))
         careful: set[int] = set()
         if not set(map(type, chain(columns[7], columns[8]))) <= _COUNT_TYPES or min(columns[10]) < 1_000_000:
             careful.update(range(len(rows)))  # rows read back from a file someone edited, or dated 1970

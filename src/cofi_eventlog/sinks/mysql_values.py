@@ -77,11 +77,10 @@ class Renderer:
         """Rows whose text needs no escaping and whose counts are ints."""
         stamps = list(map(str, columns[10]))
         seconds = list(map(_SECONDS, stamps))
-        for missing in set(seconds).difference(self._seconds):
-            self._second(missing)
+        second_texts = {second: self._second(second) for second in set(seconds)}
         quoted = [0, *_ALWAYS, 10]  # eventId goes in x'...', the others in '...'
         values: list[Any] = [map(bytes.hex, columns[0]), columns[1], columns[3],
-                             map(str.__add__, map(self._seconds.__getitem__, seconds), map(_FRACTION, stamps))]
+                             map(str.__add__, map(second_texts.__getitem__, seconds), map(_FRACTION, stamps))]
         ready: list[int] = []  # rendered one by one: 'text' or NULL, digits or NULL
         tokens: list[Any] = []
         nulls: list[int] = []

@@ -16,7 +16,6 @@ import threading
 import time
 import urllib.request
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import orjson
@@ -148,11 +147,12 @@ def test_warm(benchmark: Any, summary: list[str], server: tuple[Dashboard, str],
     note(benchmark, summary, f"GET {path}, warm (unchanged since the last request)", parse_dsn(big_table[0]).dialect)
 
 
-def test_page_weight(summary: list[str], tmp_path: Path) -> None:
-    """Bytes of HTML, JS and CSS the page loads (the JSON comes on top)."""
+@pytest.mark.benchmark(group="dashboard assets")
+def test_page_weight(benchmark: Any, summary: list[str]) -> None:
+    """Bytes of HTML, JS and CSS the page loads (the JSON comes on top), and the time to load them at start."""
     from cofi_eventlog.tools.dashboard.server import load_assets
 
-    sizes = {name: len(body) for name, (body, _) in load_assets().items()}
+    sizes = {name: len(body) for name, (body, _) in benchmark(load_assets).items()}
     assert set(sizes) == {"index.html", "app.js", "app.css"}
     summary.append("page weight: " + ", ".join(f"{n} {b:,} B" for n, b in sizes.items()) +
                    f"; {sum(sizes.values()):,} B in all, uncompressed")

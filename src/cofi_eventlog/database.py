@@ -9,13 +9,14 @@ from __future__ import annotations
 import os
 import sqlite3
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 from .sinks import mysql, mysql_connect, sqlite
 from .sinks.base import COLUMNS, is_identifier, skip_duplicates
 from .sinks.dsn import Dsn, parse_dsn
 
 DEFAULT_TABLE = "batchExecutionLog"
+_C = TypeVar("_C", bound="Connection")
 
 
 def create_table_sql(dialect: str, table: str = DEFAULT_TABLE) -> str:
@@ -33,23 +34,19 @@ class MissingDatabase(ValueError):
     """The SQLite file a reading tool was pointed at does not exist (opening it would create it)."""
 
 
-class Database:
-    """One connection. ``sql`` uses ``%s`` placeholders and backtick-free names; see :meth:`name`."""
+class Connection:
+    """One connection to either dialect, closed by ``with``; names go through :meth:`name`."""
 
-    def __init__(self, dsn: str | Dsn, *, timeout: float = 30.0, must_exist: bool = False) -> None:
+    conn: Any
+
+    def __init__(self, dsn: str | Dsn) -> None:
         self.dsn = parse_dsn(dsn) if isinstance(dsn, str) else dsn
         self.dialect = self.dsn.dialect
-        if must_exist and self.dialect == "sqlite" and not os.path.exists(self.dsn.path):
-            raise MissingDatabase(f"no database at {self.dsn.path}")
-        if self.dialect == "mysql":
-            self.conn: Any = mysql_connect.connect(self.dsn, timeout=timeout, autocommit=True)
-        else:
-            self.conn = sqlite.connect(self.dsn.path, timeout=timeout)
 
     def __repr__(self) -> str:
-        return f"Database({self.dsn.redacted()!r})"
+        return f"{type(self).__name__}({self.dsn.redacted()!r})"
 
-    def __enter__(self) -> Database:
+    def __enter__(self: _C) -> _C:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -63,6 +60,19 @@ class Database:
         if not is_identifier(identifier):
             raise ValueError(f"not a plain identifier: {identifier!r}")
         return f"`{identifier}`" if self.dialect == "mysql" else f'"{identifier}"'
+
+
+class Database(Connection):
+    """Reads and writes. ``sql`` uses ``%s`` placeholders and backtick-free names."""
+
+    def __init__(self, dsn: str | Dsn, *, timeout: float = 30.0, must_exist: bool = False) -> None:
+        super().__init__(dsn)
+        if must_exist and self.dialect == "sqlite" and not os.path.exists(self.dsn.path):
+            raise MissingDatabase(f"no database at {self.dsn.path}")
+        if self.dialect == "mysql":
+            self.conn = mysql_connect.connect(self.dsn, timeout=timeout, autocommit=True)
+        else:
+            self.conn = sqlite.connect(self.dsn.path, timeout=timeout)
 
     def _sql(self, sql: str) -> str:
         return sql if self.dialect == "mysql" else sql.replace("%s", "?")

@@ -25,6 +25,8 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from .command import add_command
+
 LEGACY = re.compile(r"(?i)(?<![a-z0-9])processing_?logs?(?:_?repo)?(?![a-z0-9]|_backup)"
                     r"|(?<![a-z0-9])log_processing_(?:failure|success)(?![a-z0-9])")
 # ProcessingLogRepo's own methods, called on whatever holds the repository (self.repo.log_failure(...))
@@ -176,9 +178,7 @@ def files_under(root: str, excluded: Excludes) -> Iterator[str]:
 
 
 def register(subparsers: Any) -> None:
-    parser = subparsers.add_parser("check-refs", help="find references to processing_logs / ProcessingLogRepo",
-                                   description=(__doc__ or "").split("``: ", 1)[-1],
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = add_command(subparsers, "check-refs", "find references to processing_logs / ProcessingLogRepo", __doc__)
     parser.add_argument("paths", nargs="+", metavar="PATH", help="files or folders to scan")
     parser.add_argument("--exclude", action="append", default=[], metavar="GLOB",
                         help="skip files and folders: a name anywhere (*.md, deploy) or a path from the scanned "

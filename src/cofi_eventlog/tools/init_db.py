@@ -21,6 +21,7 @@ import pymysql
 from ..database import DEFAULT_TABLE, Database, create_table_sql
 from ..sinks import SinkError
 from ..sinks.columns import Column, declared, describe, mysql_columns, review, sqlite_columns
+from .command import add_command
 from .dsn_option import add_dsn_option, dsn_from
 
 _MYSQL_INDEX = re.compile(r"^\s*(?:UNIQUE |FULLTEXT )?(?:KEY|INDEX) `(\w+)` \((.+)\),?$")
@@ -179,9 +180,7 @@ def _index_sql(db: Database, table: str, name: str, columns: tuple[str, ...], *,
 
 
 def register(subparsers: Any) -> None:
-    parser = subparsers.add_parser("init-db", help="create or upgrade the events table",
-                                   description=(__doc__ or "").split("``: ", 1)[-1],
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = add_command(subparsers, "init-db", "create or upgrade the events table", __doc__)
     add_dsn_option(parser)
     parser.add_argument("--table", default=DEFAULT_TABLE, help="events table (default: %(default)s)")
     parser.add_argument("--print-sql", action="store_true",

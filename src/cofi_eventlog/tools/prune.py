@@ -20,6 +20,7 @@ from typing import Any
 
 from ..database import DEFAULT_TABLE, Database
 from ..sinks import SinkError
+from .command import add_command
 from .dsn_option import add_dsn_option, require_dsn
 from .progress import Progress
 
@@ -49,9 +50,7 @@ def _positive(text: str) -> int:
 
 
 def register(subparsers: Any) -> None:
-    parser = subparsers.add_parser("prune", help="delete events older than an age, in small chunks",
-                                   description=(__doc__ or "").split("``: ", 1)[-1],
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = add_command(subparsers, "prune", "delete events older than an age, in small chunks", __doc__)
     add_dsn_option(parser)
     parser.add_argument("--older-than", type=parse_age, required=True, metavar="AGE",
                         help="delete events created longer ago than this: 90d, 12h, 2w, 30m, 45s")

@@ -23,6 +23,7 @@ from typing import Any
 from ..database import DEFAULT_TABLE
 from ..sinks import SinkError
 from .batchview import BatchViews, Reader, errors_since, newest_batch
+from .command import add_command
 from .dsn_option import add_dsn_option, require_dsn
 from .report_text import printable, render, render_recent_errors
 
@@ -31,9 +32,7 @@ CLEAR = "\x1b[H\x1b[2J"
 
 
 def register(subparsers: Any) -> None:
-    parser = subparsers.add_parser("report", help="one batch at a glance: stages, errors, GPUs; alerts",
-                                   description=(__doc__ or "").split("``: ", 1)[-1],
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = add_command(subparsers, "report", "one batch at a glance: stages, errors, GPUs; alerts", __doc__)
     add_dsn_option(parser)
     parser.add_argument("--batch", help="batch id (default: the batch of the newest event)")
     parser.add_argument("--table", default=DEFAULT_TABLE, help="events table (default: %(default)s)")

@@ -19,13 +19,12 @@ from typing import Any
 
 from ..database import DEFAULT_TABLE
 from ..spools import Outcome, dead_letters, folder_of, inspect_folder, replay, retry_dead_letters, spool_folders
+from .command import add_command
 from .dsn_option import add_dsn_option, dsn_from, require_dsn
 
 
 def register(subparsers: Any) -> None:
-    parser = subparsers.add_parser("spool", help="what the loggers' disk spools hold; replay; dead letters",
-                                   description=(__doc__ or "").split("``: ", 1)[-1],
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = add_command(subparsers, "spool", "what the loggers' disk spools hold; replay; dead letters", __doc__)
     actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
     status = actions.add_parser("status", help="what each spool folder holds")
     replay_ = actions.add_parser("replay", help="write a folder's waiting events now")

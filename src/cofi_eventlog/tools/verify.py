@@ -18,15 +18,14 @@ from typing import Any
 
 from ..database import DEFAULT_TABLE, Database
 from ..sinks import SinkError
+from .command import add_command
 from .dsn_option import add_dsn_option, require_dsn
 from .migrate.mapping import utc_datetime
 from .simulate.legacy import LEGACY_TABLE
 
 
 def register(subparsers: Any) -> None:
-    parser = subparsers.add_parser("verify", help="check a test batch logged only to batchExecutionLog",
-                                   description=(__doc__ or "").split("``: ", 1)[-1],
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = add_command(subparsers, "verify", "check a test batch logged only to batchExecutionLog", __doc__)
     add_dsn_option(parser)
     parser.add_argument("--batch", required=True, help="the test batch's id")
     parser.add_argument("--table", default=DEFAULT_TABLE, help="events table (default: %(default)s)")

@@ -19,22 +19,22 @@ from urllib.parse import quote
 
 import pymysql
 
-from ...sinks import SinkError, is_identifier, mysql_connect
-from ...sinks.dsn import Dsn, parse_dsn
+from ...database import Connection
+from ...sinks import SinkError, mysql_connect
+from ...sinks.dsn import Dsn
 
 _READ = re.compile(r"[\s(]*(SELECT|WITH)\b", re.IGNORECASE)
 _PLACEHOLDER = re.compile(r"%([s%])")
 
 
-class Reader:
-    """One connection. ``sql`` uses ``%s`` placeholders; names go through :meth:`name`."""
+class Reader(Connection):
+    """Reads only. ``sql`` uses ``%s`` placeholders; names go through :meth:`name`."""
 
     def __init__(self, dsn: str | Dsn, *, timeout: float = 30.0) -> None:
-        self.dsn = parse_dsn(dsn) if isinstance(dsn, str) else dsn
-        self.dialect = self.dsn.dialect
+        super().__init__(dsn)
         self._hints: dict[str, tuple[str, str | None]] = {}
         if self.dialect == "mysql":
-            self.conn: Any = mysql_connect.connect(self.dsn, timeout=timeout, autocommit=True)
+            self.conn = mysql_connect.connect(self.dsn, timeout=timeout, autocommit=True)
             return
         if not os.path.exists(self.dsn.path):
             raise SinkError(f"no database at {self.dsn.path}", transient=False)
@@ -43,21 +43,6 @@ class Reader:
                                         timeout=timeout, check_same_thread=False)
         except sqlite3.Error as exc:
             raise SinkError(f"sqlite error: {exc} ({self.dsn.path})", transient=False) from None
-
-    def __enter__(self) -> Reader:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def close(self) -> None:
-        self.conn.close()
-
-    def name(self, identifier: str) -> str:
-        """A quoted identifier; refuses anything but a plain one."""
-        if not is_identifier(identifier):
-            raise ValueError(f"not a plain identifier: {identifier!r}")
-        return f"`{identifier}`" if self.dialect == "mysql" else f'"{identifier}"'
 
     def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         if not _READ.match(sql):

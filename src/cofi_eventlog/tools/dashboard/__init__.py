@@ -17,15 +17,14 @@ from typing import Any
 from ...database import DEFAULT_TABLE
 from ...sinks import SinkError
 from ..batchview import Reader
+from ..command import add_command
 from ..dsn_option import add_dsn_option, require_dsn
 from .access import TOKEN_ENV, check_bind
 from .server import Dashboard, serve
 
 
 def register(subparsers: Any) -> None:
-    parser = subparsers.add_parser("dashboard", help="a live web page per batch (read-only)",
-                                   description=(__doc__ or "").split("``: ", 1)[-1],
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = add_command(subparsers, "dashboard", "a live web page per batch (read-only)", __doc__)
     add_dsn_option(parser)
     parser.add_argument("--table", default=DEFAULT_TABLE, help="events table (default: %(default)s)")
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s)")

@@ -15,6 +15,7 @@ from typing import Any
 
 from ...database import DEFAULT_TABLE, Database, MissingDatabase
 from ...sinks import COLUMNS, EVENT_TYPES, SinkError, is_identifier
+from ..command import add_command
 from ..dsn_option import add_dsn_option, require_dsn
 from ..progress import Progress
 from ..simulate.legacy import LEGACY_TABLE
@@ -26,9 +27,7 @@ from .source import LegacyTable, distinct_statuses, inspect, row_count
 
 
 def register(subparsers: Any) -> None:
-    parser = subparsers.add_parser("migrate", help="back up processing_logs, copy and check its rows; --drop it",
-                                   description=(__doc__ or "").split("``: ", 1)[-1],
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = add_command(subparsers, "migrate", "back up processing_logs, copy and check its rows; --drop it", __doc__)
     add_dsn_option(parser)
     parser.add_argument("--source-table", default=LEGACY_TABLE, help="legacy table (default: %(default)s)")
     parser.add_argument("--table", default=DEFAULT_TABLE, help="events table (default: %(default)s)")

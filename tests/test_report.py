@@ -17,6 +17,7 @@ import pytest
 from cofi_eventlog import EventLogger
 from cofi_eventlog.cli import main
 from cofi_eventlog.database import Database
+from cofi_eventlog.sinks import iso_utc
 from cofi_eventlog.tools.batchview import Reader
 from cofi_eventlog.tools.simulate.legacy import processing_logs_ddl
 from cofi_eventlog.tools.simulate.pipeline import STAGES as STAGES_RUN
@@ -103,6 +104,22 @@ def test_the_figures(backend: tuple[str, str], capsys: pytest.CaptureFixture[str
     chart = result["chart"]
     assert sum(sum(s["completed"]) for s in chart["series"]) == int(completions)
     assert sum(sum(s["errors"]) for s in chart["series"]) == 4
+
+
+def test_steps_of_one_microsecond_are_ordered_by_their_event_ids(backend: tuple[str, str],
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    """A file that fails and is restarted within one microsecond is in flight, not failed: createdAt ties,
+    the eventIds (the call's time in ns, then the logger's sequence) do not."""
+    dsn, table = backend
+    at = time.time_ns() // 1000 * 1000
+    rows = [(at.to_bytes(8, "big") + bytes(4) + seq.to_bytes(4, "big"), "b-tie", "lid", kind, "f.wav",
+             "boom" if kind == "error" else None, "10.0.0.1", None, None, None, iso_utc(at // 1000))
+            for seq, kind in enumerate(("file_start", "error", "file_start"))]
+    with Database(dsn) as db:
+        db.create_events_table(table)
+        db.executemany(db.insert_events_sql(table), rows)
+    lid = report(capsys, dsn, table, "--batch", "b-tie")["stages"][0]
+    assert (lid["in_flight"], lid["failed"], lid["errors"], lid["retries"]) == (1, 0, 1, 1)
 
 
 def test_quiet_batch_with_files_in_flight_is_stalled_not_completed(backend: tuple[str, str],

@@ -44,6 +44,7 @@ class Group:
     events: int
     first: datetime
     last: datetime
+    last_id: bytes  # orders events of the same microsecond
     total: int | None
     nameless: int  # events without a fileName
 
@@ -126,7 +127,7 @@ def _groups(reader: Reader, t: str, table: str, data: BatchData, window: list[st
     slot_start = reader.slot_start("createdAt", data.slot_seconds)
     slot = f"CASE WHEN eventType IN ('file_complete', 'error') THEN {slot_start} END"
     select = (f"SELECT stage, eventType, gpuIp, {slot} AS slot, {key_sql} AS file, COUNT(*), MIN(createdAt), "
-              f"MAX(createdAt), MAX(total), SUM(CASE WHEN fileName IS NULL THEN 1 ELSE 0 END)")
+              f"MAX(createdAt), MAX(eventId), MAX(total), SUM(CASE WHEN fileName IS NULL THEN 1 ELSE 0 END)")
     group_by = "GROUP BY stage, eventType, gpuIp, slot, file"
 
     def groups(rows: list[tuple[Any, ...]]) -> list[Group]:
@@ -139,7 +140,7 @@ def _groups(reader: Reader, t: str, table: str, data: BatchData, window: list[st
         rows = reader.fetchall(
             f"({select} FROM {t} {key_hint} WHERE eventId >= %s AND eventId < %s AND batchId = %s "
             f"AND createdAt BETWEEN %s AND %s {group_by} ORDER BY NULL) UNION ALL (SELECT 'count', NULL, NULL, "
-            f"NULL, NULL, COUNT(*), NULL, NULL, NULL, NULL FROM {t} WHERE batchId = %s AND createdAt BETWEEN %s "
+            f"NULL, NULL, COUNT(*), NULL, NULL, NULL, NULL, NULL FROM {t} WHERE batchId = %s AND createdAt BETWEEN %s "
             f"AND %s)",
             [*key_params, low, high, data.batch, *window, data.batch, *window])
         counted = sum(int(r[5]) for r in rows if r[1] is None)  # the count's row: eventType is never NULL
@@ -152,9 +153,9 @@ def _groups(reader: Reader, t: str, table: str, data: BatchData, window: list[st
 
 
 def _group(row: tuple[Any, ...], name_of: dict[str, str]) -> Group:
-    stage, etype, gpu, slot, key, events, first, last, total, nameless = row
+    stage, etype, gpu, slot, key, events, first, last, last_id, total, nameless = row
     first_at, last_at = moment(first), moment(last)
     assert first_at is not None and last_at is not None
     return Group(stage, str(etype), gpu, None if slot is None else int(slot),
-                 None if key is None else name_of.get(str(key)), int(events), first_at, last_at,
+                 None if key is None else name_of.get(str(key)), int(events), first_at, last_at, bytes(last_id),
                  None if total is None else int(total), int(nameless or 0))

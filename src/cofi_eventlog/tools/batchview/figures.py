@@ -44,10 +44,12 @@ class _Trail:
     """One file that had an error, through all its attempts in one stage."""
 
     counts: dict[str, int]
-    latest: dict[str, datetime]
+    latest: dict[str, tuple[datetime, bytes]]  # per event type: its latest createdAt and eventId
 
     def outcome(self) -> str:
-        """The file's latest step; at the same instant an outcome wins over a start, completion over error."""
+        """The file's latest step. Within one microsecond the eventIds tell the order (their first bytes are
+        the call's time in ns, then the logger's sequence); only were they equal would an outcome win over a
+        start, a completion over an error."""
         order = {"file_complete": 2, "error": 1, "file_start": 0}
         kind = max(self.latest, key=lambda k: (self.latest[k], order[k]))
         return {"file_complete": "completed", "error": "failed", "file_start": "in flight"}[kind]
@@ -120,7 +122,8 @@ def _stages(groups: list[Group], batch_total: int | None, now: datetime, quiet_a
         if g.file is not None and g.event_type in ("file_start", "file_complete", "error"):
             trail = trails[g.stage].setdefault(g.file, _Trail(defaultdict(int), {}))
             trail.counts[g.event_type] += g.events
-            trail.latest[g.event_type] = max(trail.latest.get(g.event_type, g.last), g.last)
+            latest = (g.last, g.last_id)
+            trail.latest[g.event_type] = max(trail.latest.get(g.event_type, latest), latest)
     out: list[dict[str, Any]] = []
     for s in sorted(found.values(), key=lambda s: (s.first, s.name)):
         out.append(_stage(s, list(trails[s.name].values()), batch_total, out[-1] if out else None, now,

@@ -95,6 +95,35 @@ def test_close_with_database_unreachable_keeps_its_timeout_and_the_next_logger_r
     assert landed(mysql_dsn, mysql_table) == (2000, 2000, 2000)
 
 
+def test_a_batch_taken_ahead_is_spooled_with_the_rest_when_close_gives_up(
+        mysql_dsn: str, mysql_table: str, spool_dir: str) -> None:
+    """A busy writer takes its next batch while the server runs the last statement of the current one.
+    Here that statement is slow (a trigger sleeps on its last row) and close() gives up waiting: the batch
+    taken ahead is spooled with the rest, and the next logger replays it."""
+    with Database(mysql_dsn) as db:
+        db.create_events_table(mysql_table)
+        db.execute(f"CREATE TRIGGER {db.name(mysql_table + '_slow')} BEFORE INSERT ON {db.name(mysql_table)} "
+                   "FOR EACH ROW BEGIN IF LEFT(NEW.fileName, 5) = 'slow-' THEN "
+                   "DO SLEEP(CAST(SUBSTRING(NEW.fileName, 6) AS UNSIGNED)); END IF; END")
+    log = EventLogger(mysql_dsn, table=mysql_table, spool_dir=spool_dir, batch_size=100, flush_interval=3600,
+                      timeout=30)
+    for i in range(100):  # one statement; the server holds it a second, while the next 500 are queued
+        log.file_started("ahead", "lid", "slow-1" if i == 99 else f"f{i}")
+    time.sleep(0.3)
+    for i in range(100, 600):  # taken as 4 batches (their last row sleeps 3 s) and, ahead, one more
+        log.file_started("ahead", "lid", "slow-3" if i == 499 else f"f{i}")
+    time.sleep(1.5)
+    log.close(timeout=0.5)
+    assert log.stats()["spilled"] == 500  # the 4 batches being written and the one taken ahead
+    deadline = time.monotonic() + 30
+    while landed(mysql_dsn, mysql_table)[0] < 500 and time.monotonic() < deadline:
+        time.sleep(0.1)  # the abandoned writer's last statement ends
+    nxt = EventLogger(mysql_dsn, table=mysql_table, spool_dir=spool_dir)
+    assert nxt.flush(timeout=30)
+    nxt.close()
+    assert landed(mysql_dsn, mysql_table) == (600, 600, 600)
+
+
 def test_flush_keeps_its_timeout_while_the_database_hangs(
         fault_proxy: FaultProxy, mysql_dsn: str, mysql_table: str, spool_dir: str) -> None:
     log = EventLogger(fault_proxy.dsn, table=mysql_table, spool_dir=spool_dir, flush_interval=0.05, timeout=5)

@@ -39,19 +39,19 @@ class Isolator:
         self._ambiguous_at = -1  # writes_ok at the last ambiguous failure
         self._strikes: dict[bytes, tuple[int, int]] = {}  # eventId -> (strikes, writes_ok at the last)
 
-    def write(self, rows: Sequence[Row]) -> None:
+    def write(self, rows: Sequence[Row], meanwhile: Callable[[], None] | None = None) -> None:
         """Write rows, dead-lettering those at fault. Raises SinkError (transient) while the database
-        is away; the caller keeps the rows and tries again later."""
-        error = self._try(rows)
+        is away; the caller keeps the rows and tries again later. ``meanwhile``: see Sink.write."""
+        error = self._try(rows, meanwhile)
         if error is not None:
             self._isolate(rows, error)
 
-    def _try(self, rows: Sequence[Row]) -> SinkError | None:
+    def _try(self, rows: Sequence[Row], meanwhile: Callable[[], None] | None = None) -> SinkError | None:
         """None when written; the error when it may be the rows' fault. Raises plain outages."""
         started = time.perf_counter()
         before, coerced = self.sink.statements, self.sink.coerced
         try:
-            self.sink.write(rows)
+            self.sink.write(rows, meanwhile)
         except SinkError as exc:
             if exc.code in WRITE_SET:
                 return exc

@@ -67,7 +67,8 @@ class Writer:
         self._isolator = Isolator(sink, self.stats, self._dead_letter)
         self._backoff = Backoff()
         self._down_until = 0.0
-        self._taken: list[Any] = []
+        self._held: list[list[Any]] = []  # the events taken and not yet handled: this batch, the next
+        self._next: tuple[list[Any], Sequence[Row] | None, list[Any]] | None = None  # taken ahead
         self._failed_segments: set[str] = set()
         self._journal_unsent = False  # journaled rows not written since the last rotation marker
         self._dropped = dropped  # every drop so far, the callers' included
@@ -99,7 +100,7 @@ class Writer:
             thread.join(timeout)
             if thread.is_alive():
                 self._abandoned = True
-                self._spill_leftovers(self._taken)
+                self._spill_leftovers([item for items in self._held for item in items])
                 self.spool.close()
                 return False
         self.spool_stragglers()
@@ -183,16 +184,15 @@ class Writer:
         """Write everything queued, then see to the spool. Never raises: the thread must not die, and
         every marker taken is answered."""
         try:
-            while self.queue and not self._abandoned:
-                items: list[Any] = []
-                self._taken = items
-                markers = take(self.queue, self._take_size(), items)
+            while (self.queue or self._next) and not self._abandoned:
+                items, rows, markers = self._next or self._take()
+                self._next = None
                 try:
                     if items:
-                        self._deliver(items)
+                        self._deliver(items, rows, ahead=not markers)
                 except Exception:  # a bug here must cost a warning and a count, not the thread
                     self._bug(len(items))
-                self._taken = []
+                self._held = self._held[1:]
                 for marker in markers:
                     self._answer(marker)
             if self.journal and self.spool.journal_due():
@@ -201,6 +201,24 @@ class Writer:
                 self._replay()
         except Exception:
             self._bug(0)
+
+    def _take(self) -> tuple[list[Any], None, list[Any]]:
+        """Events (their rows not built yet) and the markers that follow them."""
+        items: list[Any] = []
+        self._held.append(items)  # filled as popped: a closer at a deadline sees them all
+        return items, None, take(self.queue, self._take_size(), items)
+
+    def _take_ahead(self) -> None:
+        """While the server runs a batch's last statement, take the next batch and build its rows, so the
+        server does not wait for them: a busy writer keeps one statement or another running."""
+        if self._next is not None or len(self.queue) < self.batch_size or self._abandoned:
+            return
+        items, _, markers = self._take()
+        try:
+            rows: Sequence[Row] | None = self._rows(items)
+        except Exception:  # built again, and counted, where a bug is handled
+            rows = None
+        self._next = (items, rows, markers)
 
     def _take_size(self) -> int:
         """Whole batches, up to PIPELINED of them when that many wait: the sink sends them as statements of
@@ -245,12 +263,13 @@ class Writer:
     def _is_down(self) -> bool:
         return time.monotonic() < self._down_until
 
-    def _deliver(self, items: list[Any]) -> None:
-        """Write the events, or keep them on disk if the database is (or just went) away."""
-        rows = self._rows(items)
+    def _deliver(self, items: list[Any], rows: Sequence[Row] | None = None, *, ahead: bool = False) -> None:
+        """Write the events (``rows``: built already), or keep them on disk if the database is (or just went)
+        away. ``ahead``: the next batch may be taken while the server runs this one's last statement."""
+        rows = self._rows(items) if rows is None else rows
         if not self._is_down():
             try:
-                self._isolator.write(rows)
+                self._isolator.write(rows, self._take_ahead if ahead else None)
             except SinkError as exc:
                 self._went_down(exc)
             else:

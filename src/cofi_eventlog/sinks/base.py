@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime, timezone
 from typing import Any, Protocol, overload
 
@@ -71,8 +71,9 @@ class Sink(Protocol):
     statements: int  # INSERT statements sent so far
     coerced: int  # rows written with a value cut or clamped to fit a column narrower than the library's
 
-    def write(self, rows: Sequence[Row]) -> None:
-        """Write every row or raise SinkError; rows already present are ignored."""
+    def write(self, rows: Sequence[Row], meanwhile: Callable[[], None] | None = None) -> None:
+        """Write every row or raise SinkError; rows already present are ignored. A sink that waits for the
+        server may call ``meanwhile`` once while it does (the writer prepares its next batch then)."""
 
     def check(self) -> None:
         """Connect and make sure rows can be inserted (the table, its columns, the right to insert);

@@ -193,9 +193,10 @@ class MySQLSink:
             self._drop()
             raise classify(exc, self.dsn) from None
 
-    def write(self, rows: Sequence[Row]) -> None:
+    def write(self, rows: Sequence[Row], meanwhile: Callable[[], None] | None = None) -> None:
         """Write the rows, a statement at a time, each sent before the next is built: the server runs one
-        while Python builds the next (pymysql's query(), split in its send and its read)."""
+        while Python builds the next (pymysql's query(), split in its send and its read). ``meanwhile``
+        runs while the server runs the last one."""
         if not rows:
             return
         if self._away_since is not None and time.monotonic() - self._away_since > self._return_after:
@@ -211,6 +212,8 @@ class MySQLSink:
                 conn._execute_command(COMMAND.COM_QUERY, statement[0])
                 pending = statement
             if pending is not None:
+                if meanwhile is not None:
+                    meanwhile()
                 self._finish(conn)
         except pymysql.MySQLError as exc:
             error = classify(exc, self.dsn, self.host if len(self.dsn.hosts) > 1 else None)

@@ -89,7 +89,7 @@ class SQLiteSink:
         except sqlite3.Error as exc:
             raise SinkError(f"sqlite error: {exc} ({self.path})", transient=_is_transient(exc)) from None
 
-    def write(self, rows: Sequence[Row]) -> None:
+    def write(self, rows: Sequence[Row], meanwhile: Callable[[], None] | None = None) -> None:
         if not rows:
             return
         conn = self._connection()

@@ -3,7 +3,7 @@ spools the events, and a process with a valid DSN (or ``cofi-eventlog spool repl
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from .base import Row, SinkError
 
@@ -14,7 +14,7 @@ class UnusableSink:
         self.statements = 0
         self.coerced = 0
 
-    def write(self, rows: Sequence[Row]) -> None:
+    def write(self, rows: Sequence[Row], meanwhile: Callable[[], None] | None = None) -> None:
         raise SinkError(self.reason, transient=True)
 
     def check(self) -> None:

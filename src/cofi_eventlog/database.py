@@ -61,6 +61,19 @@ class Connection:
             raise ValueError(f"not a plain identifier: {identifier!r}")
         return f"`{identifier}`" if self.dialect == "mysql" else f'"{identifier}"'
 
+    def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        raise NotImplementedError
+
+    def scalar(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        rows = self.fetchall(sql, params)
+        return rows[0][0] if rows else None
+
+    def table_exists(self, table: str) -> bool:
+        if self.dialect == "mysql":
+            return bool(self.scalar("SELECT COUNT(*) FROM information_schema.tables "
+                                    "WHERE table_schema = DATABASE() AND table_name = %s", (table,)))
+        return bool(self.scalar("SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = %s", (table,)))
+
 
 class Database(Connection):
     """Reads and writes. ``sql`` uses ``%s`` placeholders and backtick-free names."""
@@ -101,16 +114,6 @@ class Database(Connection):
             return list(cur.fetchall())
         finally:
             cur.close()
-
-    def scalar(self, sql: str, params: Sequence[Any] = ()) -> Any:
-        rows = self.fetchall(sql, params)
-        return rows[0][0] if rows else None
-
-    def table_exists(self, table: str) -> bool:
-        if self.dialect == "mysql":
-            return bool(self.scalar("SELECT COUNT(*) FROM information_schema.tables "
-                                    "WHERE table_schema = DATABASE() AND table_name = %s", (table,)))
-        return bool(self.scalar("SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = %s", (table,)))
 
     def columns(self, table: str) -> list[str]:
         if self.dialect == "mysql":

@@ -60,18 +60,6 @@ class Reader(Connection):
         finally:
             cur.close()
 
-    def scalar(self, sql: str, params: Sequence[Any] = ()) -> Any:
-        rows = self.fetchall(sql, params)
-        return rows[0][0] if rows else None
-
-    def table_exists(self, table: str) -> bool:
-        if self.dialect == "mysql":
-            sql = ("SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = DATABASE() "
-                   "AND table_name = %s")
-        else:
-            sql = "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = %s"
-        return bool(self.scalar(sql, (table,)))
-
     def slot_start(self, column: str, seconds: int) -> str:
         """SQL for the start of the ``seconds``-wide slot holding a createdAt, in seconds since 1970 (UTC)."""
         width = int(seconds)

@@ -62,6 +62,7 @@ class Connection:
         return f"`{identifier}`" if self.dialect == "mysql" else f'"{identifier}"'
 
     def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """The rows of a query; each kind of connection runs it its own way (the Reader only reads)."""
         raise NotImplementedError
 
     def scalar(self, sql: str, params: Sequence[Any] = ()) -> Any:

@@ -50,8 +50,16 @@ class Isolator:
         """None when written; the error when it may be the rows' fault. Raises plain outages."""
         started = time.perf_counter()
         before, coerced = self.sink.statements, self.sink.coerced
+        aside = [0.0]  # seconds spent in ``meanwhile``: the writer's own work, not the database's
+
+        def timed_meanwhile() -> None:
+            began = time.perf_counter()
+            assert meanwhile is not None
+            meanwhile()
+            aside[0] += time.perf_counter() - began
+
         try:
-            self.sink.write(rows, meanwhile)
+            self.sink.write(rows, None if meanwhile is None else timed_meanwhile)
         except SinkError as exc:
             if exc.code in WRITE_SET:
                 return exc
@@ -60,7 +68,7 @@ class Isolator:
             return exc
         except Exception as exc:  # a driver failure on these rows, or a bug: not yet a reason to drop them
             return SinkError(f"{type(exc).__name__}: {exc}", transient=True)
-        self.stats.timed(time.perf_counter() - started)
+        self.stats.timed(time.perf_counter() - started - aside[0])
         self.stats.flushes += self.sink.statements - before
         self.stats.coerced += self.sink.coerced - coerced
         self.stats.written += len(rows)

@@ -55,8 +55,12 @@ class EventIds:
     event is told from a live one by its id alone.
     """
 
-    def __init__(self) -> None:
-        self.reseed()
+    def __init__(self, node: int | None = None) -> None:
+        """``node``: the node of an earlier process's ids (a journal it left), so they come out the same."""
+        if node is None:
+            self.reseed()
+        else:
+            self._node = node
 
     def reseed(self) -> None:
         node = os.urandom(4)

@@ -1,48 +1,47 @@
-"""EventLogger: the call-site API.
+"""EventLogger: the call-site API, a façade over the engine (engine/engine.py).
 
 Every event method works on the class, where it goes to the process-wide logger, and on an instance.
-In the default mode a call packs its arguments into a tuple and appends it to the queue: no I/O, no
-lock, no normalization on the caller's thread.
+A call packs its arguments into a tuple and hands it to the engine, which copies it into this
+process's journal: when the call returns, the event is safe from the death of the process.
 
-The process-wide logger is made on first use from the environment: ``COFI_EVENTLOG_DSN`` and
-``COFI_EVENTLOG_OPTIONS`` (JSON), which :meth:`EventLogger.configure` sets, so that spawn and
-forkserver children, which import the package afresh, log where their parent configured. Without a
-DSN it is the SQLite file ``cofi_eventlog.db`` in the working directory, and it says so once.
+The process-wide logger is made on first use from the environment: ``COFI_EVENTLOG_DSN`` (or
+``COFI_EVENTLOG_DSN_FILE``, a file holding it) and ``COFI_EVENTLOG_OPTIONS`` (JSON), which
+:meth:`EventLogger.configure` sets, so that spawn and forkserver children, which import the package
+afresh, log where their parent configured. Without a DSN it is the SQLite file ``cofi_eventlog.db`` in
+the working directory, and it says so once.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import os
 import threading
 import time
-from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import MethodType
 from typing import Any, ClassVar, Concatenate, Generic, ParamSpec, TypeVar
 
 import orjson
 
-from .engine import lifecycle
-from .engine.diagnostics import Warner, in_diagnostics
-from .engine.diagnostics import busy as diagnostics_busy
-from .engine.intake import COUNTS, Intake
-from .engine.spool import Spool, default_spool_dir, has_segments, secure_folder, spool_key
-from .engine.stats import AtomicCounter, WriterStats
-from .engine.writer import FlushMarker, Writer
-from .events import EventIds, Raw, normalize
+from .engine.diagnostics import Warner
+from .engine.engine import Engine
+from .engine.spool import default_spool_dir, secure_folder, spool_key
+from .engine.stats import WriterStats
 from .sinks import EVENT_TYPES, Dsn, Sink, SinkError, is_identifier, open_sink, parse_dsn
 from .sinks.unusable import UnusableSink
 
 DEFAULT_DSN = "sqlite:///cofi_eventlog.db"
 ENV_DSN = "COFI_EVENTLOG_DSN"
+ENV_DSN_FILE = "COFI_EVENTLOG_DSN_FILE"
 ENV_OPTIONS = "COFI_EVENTLOG_OPTIONS"
 LOCAL_OPTIONS = ("on_connect", "preflight")  # never travel to child processes
-DURABILITY = ("memory", "spool")
+DURABILITY = ("journal", "spool", "memory")  # "memory": the name of the default before journals; same as it
 ON_FULL = ("spill", "block", "drop")
+JOURNAL_BYTES = 16 << 20  # one journal file's size; a full one is sealed and the next begun
+ADOPT_INTERVAL = 5.0  # seconds between looks for journals of processes that are gone
 
-_getpid = os.getpid
 _time_ns = time.time_ns
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -75,18 +74,22 @@ class EventLogger:
     Options (keywords, also for :meth:`configure`):
       dsn            mysql://user:pass@host:3306/db or sqlite:///path
       table          table name, a plain identifier (default batchExecutionLog)
-      batch_size     rows per INSERT batch; reaching it wakes the writer (default 1000)
-      flush_interval seconds between writes when batches are not full (default 0.5)
-      max_queue      events held in memory (default 131072, a whole 10K-file batch)
+      batch_size     rows per INSERT; this many waiting wake the writer (default 1000)
+      flush_interval seconds an event may wait for a batch to fill (default 0.5)
       strict         raise ValueError/TypeError on bad arguments instead of coercing (default False)
       create_table   create the table if missing (default True)
-      durability     'memory' (default) or 'spool': each call is appended to the disk journal first
-      on_full        queue full: 'spill' to disk (default), 'block' up to block_timeout, or 'drop'
-      block_timeout  seconds a 'block' call may wait before spilling (default 1.0)
-      spool_dir      folder for the spool (default per user, see docs/guarantees.md)
-      max_spool_bytes spool size cap; events beyond it are dropped and counted (default 1 GiB)
-      exit_timeout   seconds the exit hook may spend draining (default 5.0)
+      durability     'journal' (default): an event is safe from the death of its process once its call
+                     returns; 'spool': flush() also syncs the journal to disk, so a power loss after it
+                     loses nothing logged before it. ('memory', the old default's name, means 'journal'.)
+      on_full        when max_queue events wait to be written: 'spill' (default) keeps them all in the
+                     journal, up to max_spool_bytes; 'block' waits up to block_timeout; 'drop' drops (counted)
+      max_queue      see on_full (default 131072, a whole 10K-file batch)
+      block_timeout  seconds a 'block' call may wait (default 1.0)
+      spool_dir      folder for the journals (default per user, see docs/guarantees.md)
+      max_spool_bytes journals and dead letters on disk, at most; events beyond are dropped, counted (1 GiB)
+      exit_timeout   seconds the exit hook may spend writing; the rest waits in the journal (default 5.0)
       timeout        database connect/read/write timeout in seconds (default 10.0)
+      idle_timeout   seconds after which an unused database connection is given back (default 60.0)
       gpu_ip         recorded on events whose call gives no gpu_ip (default None): set it once per process
       preflight      connect and check the table now, raising PreflightError (default False)
       on_connect     called with each new DB-API connection the writer opens (session settings, tracing)
@@ -97,16 +100,19 @@ class EventLogger:
 
     def __init__(self, dsn: str | None = None, *, table: str = "batchExecutionLog", batch_size: int = 1000,
                  flush_interval: float = 0.5, max_queue: int = 131072, strict: bool = False,
-                 create_table: bool = True, durability: str = "memory", on_full: str = "spill",
+                 create_table: bool = True, durability: str = "journal", on_full: str = "spill",
                  block_timeout: float = 1.0, spool_dir: str | None = None, max_spool_bytes: int = 1 << 30,
-                 exit_timeout: float = 5.0, timeout: float = 10.0, gpu_ip: str | None = None,
-                 preflight: bool = False, on_connect: Callable[[Any], None] | None = None) -> None:
+                 exit_timeout: float = 5.0, timeout: float = 10.0, idle_timeout: float = 60.0,
+                 gpu_ip: str | None = None, preflight: bool = False,
+                 on_connect: Callable[[Any], None] | None = None) -> None:
         if not isinstance(table, str) or not is_identifier(table):
             raise ValueError(f"table must be a plain identifier (letters, digits, _), got {table!r}")
         _positive("batch_size", batch_size, integer=True)
         _positive("max_queue", max_queue, integer=True)
+        _positive("max_spool_bytes", max_spool_bytes, integer=True)
         _positive("flush_interval", flush_interval)
         _positive("timeout", timeout)
+        _positive("idle_timeout", idle_timeout)
         if durability not in DURABILITY:
             raise ValueError(f"durability must be one of {DURABILITY}, got {durability!r}")
         if on_full not in ON_FULL:
@@ -116,7 +122,7 @@ class EventLogger:
         self._dsn: Dsn | None = None
         self._unusable: str | None = None  # why the DSN from the environment cannot be used
         try:
-            self._dsn = _resolved(parse_dsn(dsn or os.environ.get(ENV_DSN) or DEFAULT_DSN))
+            self._dsn = _resolved(parse_dsn(dsn or _dsn_from_environment() or DEFAULT_DSN))
         except ValueError as exc:
             if dsn is not None or strict:
                 raise
@@ -124,33 +130,24 @@ class EventLogger:
         self._gpu_ip = gpu_ip
         self._table = table
         self._batch_size = batch_size
-        self._flush_interval = float(flush_interval)
-        self._max_queue = max_queue
-        self._strict = strict
         self._create_table = create_table
-        self._durability = durability
-        self._on_full = on_full
-        self._block_timeout = block_timeout
-        self._spool_dir = os.path.join(os.path.abspath(spool_dir or default_spool_dir()), spool_key(
-            _spool_target(self._dsn) if self._dsn is not None else "unusable-dsn", table))
-        self._max_spool_bytes = max_spool_bytes
-        self._exit_timeout = exit_timeout
         self._timeout = timeout
         self._on_connect = on_connect
-        self._warn = Warner(before=lifecycle.route_all_through_slow_path)
-        self._reset_counters()
-        self._lock = threading.RLock()  # RLock: a SIGTERM handler may close() on a thread inside close()
-        self._closed = False
-        self._fast = False  # whether calls may take the plain append path (no fork or recursion to check)
-        self._queue: deque[Any] = deque()
-        self._writer: Writer | None = None
-        self._intake: Intake | None = None
-        self._writer_pid = -1
-        self._wake = threading.Event()
-        self._start_lock = threading.Lock()
+        self._exit_timeout = exit_timeout
+        self._spool_dir = os.path.join(os.path.abspath(spool_dir or default_spool_dir()), spool_key(
+            _spool_target(self._dsn) if self._dsn is not None else "unusable-dsn", table))
+        self._warn = Warner()
+        self._engine = Engine(self._spool_dir, self._open_sink, target=self._identity(), table=table,
+                              batch_size=batch_size, flush_interval=float(flush_interval), max_queue=max_queue,
+                              on_full=on_full, block_timeout=block_timeout, strict=strict,
+                              sync=durability == "spool", max_spool_bytes=max_spool_bytes,
+                              journal_bytes=JOURNAL_BYTES, adopt_interval=ADOPT_INTERVAL,
+                              idle_timeout=float(idle_timeout), exit_timeout=exit_timeout, warn=self._warn)
+        self._emit = self._engine.admit
+        self._seq = self._engine.seq.add
         if self._unusable is not None:
-            self._warn("dsn", f"{self._unusable}: events are spooled to {self._spool_dir} until a "
-                              f"process with a valid DSN replays them (cofi-eventlog spool replay)")
+            self._warn("dsn", f"{self._unusable}: events wait in {self._spool_dir} until a process with a valid "
+                              f"DSN writes them (cofi-eventlog spool replay)")
         self._bind()
         if preflight:
             self.preflight()
@@ -165,7 +162,7 @@ class EventLogger:
                     self.__dict__[name] = MethodType(attr.func, self)
 
     def __repr__(self) -> str:
-        state = "closed" if self._closed else "open"
+        state = "closed" if self._engine.closed else "open"
         return f"EventLogger({self._where()!r}, table={self._table!r}, {state})"
 
     @property
@@ -179,6 +176,12 @@ class EventLogger:
 
     def _where(self) -> str:
         return self._dsn.redacted() if self._dsn is not None else f"<unusable {ENV_DSN}>"
+
+    def _identity(self) -> str:
+        return self._dsn.identity() if self._dsn is not None else self._where()
+
+    def exit_timeout(self) -> float:
+        return self._exit_timeout
 
     # -- the process-wide logger ---------------------------------------------------------------------
     @classmethod
@@ -208,8 +211,7 @@ class EventLogger:
             logger = cls()
         if problem:
             logger._warn("options", problem)
-        if not os.environ.get(ENV_DSN):
-            assert logger._dsn is not None
+        if not _dsn_from_environment() and logger._dsn is not None:
             logger._warn("default", f"no database configured ({ENV_DSN} is unset and EventLogger.configure() "
                                     f"was not called in this process): events go to {logger._dsn.path}")
         return logger
@@ -220,10 +222,13 @@ class EventLogger:
 
         The DSN and the options (all but ``on_connect`` and ``preflight``, which stay in this process)
         are also put in the environment, so that child processes — spawn and forkserver ones included,
-        and Pool workers — log to the same place. A bad DSN or option raises here, at start-up."""
+        and Pool workers — log to the same place. A DSN with a password travels as a reference: it is
+        written to a file only this user can read, and ``COFI_EVENTLOG_DSN_FILE`` names it, so that no
+        child (ffmpeg, a shell tool) sees the password in its environment. A relative SQLite path travels
+        made absolute. A bad DSN or option raises here, at start-up."""
         new = cls(dsn, **options)
         if dsn is not None:
-            os.environ[ENV_DSN] = dsn
+            _export_dsn(dsn, new._dsn)
         travelling = {k: v for k, v in options.items() if k not in LOCAL_OPTIONS}
         if travelling.get("spool_dir") is not None:
             travelling["spool_dir"] = os.path.abspath(travelling["spool_dir"])
@@ -232,7 +237,6 @@ class EventLogger:
             old, cls._default = cls._default, new
         if old is not None:
             old.close()
-        lifecycle.install_sigterm_handler()
         return new
 
     # -- events --------------------------------------------------------------------------------------
@@ -241,48 +245,56 @@ class EventLogger:
                    gpu_ip: str | None = None, *, payload: Any = None) -> None:
         """A file failed at a stage. ``error`` is text or an exception (its type and traceback are kept)."""
         self._emit(("error", batch_id, stage, file_name, error, self._gpu_ip if gpu_ip is None else gpu_ip,
-                    None, None, payload, None, _time_ns(), self._seq.add()))
+                    None, None, payload, None, _time_ns(), self._seq()))
 
     @_either
     def file_started(self, batch_id: str | int, stage: str, file_name: str, gpu_ip: str | None = None, *,
                      metadata: dict[str, Any] | None = None) -> None:
         self._emit(("file_start", batch_id, stage, file_name, None, self._gpu_ip if gpu_ip is None else gpu_ip,
-                    None, None, None, metadata, _time_ns(), self._seq.add()))
+                    None, None, None, metadata, _time_ns(), self._seq()))
 
     @_either
     def file_completed(self, batch_id: str | int, stage: str, file_name: str, gpu_ip: str | None = None, *,
                        metadata: dict[str, Any] | None = None) -> None:
         self._emit(("file_complete", batch_id, stage, file_name, None, self._gpu_ip if gpu_ip is None else gpu_ip,
-                    None, None, None, metadata, _time_ns(), self._seq.add()))
+                    None, None, None, metadata, _time_ns(), self._seq()))
 
     @_either
     def progress(self, batch_id: str | int, stage: str, processed: int, total: int, *, gpu_ip: str | None = None,
                  metadata: dict[str, Any] | None = None) -> None:
         self._emit(("progress", batch_id, stage, None, None, self._gpu_ip if gpu_ip is None else gpu_ip,
-                    processed, total, None, metadata, _time_ns(), self._seq.add()))
+                    processed, total, None, metadata, _time_ns(), self._seq()))
 
     @_either
     def stage_started(self, batch_id: str | int, stage: str, *, gpu_ip: str | None = None,
                       metadata: dict[str, Any] | None = None) -> None:
         self._emit(("stage_start", batch_id, stage, None, None, self._gpu_ip if gpu_ip is None else gpu_ip,
-                    None, None, None, metadata, _time_ns(), self._seq.add()))
+                    None, None, None, metadata, _time_ns(), self._seq()))
 
     @_either
     def stage_completed(self, batch_id: str | int, stage: str, *, gpu_ip: str | None = None,
                         metadata: dict[str, Any] | None = None) -> None:
         self._emit(("stage_complete", batch_id, stage, None, None, self._gpu_ip if gpu_ip is None else gpu_ip,
-                    None, None, None, metadata, _time_ns(), self._seq.add()))
+                    None, None, None, metadata, _time_ns(), self._seq()))
 
     @_either
     def batch_started(self, batch_id: str | int, *, total_files: int | None = None,
-                      metadata: dict[str, Any] | None = None) -> None:
+                      stages: Sequence[str] | None = None, metadata: dict[str, Any] | None = None) -> None:
+        """``stages``: the stages the batch will run, in order, so that progress is over all of them (the
+        dashboard shows those not started as waiting). Stored as ``metadata["stages"]``."""
+        if stages is not None:
+            declared = {"stages": list(stages)}
+            if metadata is None:
+                metadata = declared
+            elif isinstance(metadata, dict):
+                metadata = {**metadata, **declared}
         self._emit(("batch_start", batch_id, None, None, None, None, None, total_files, None, metadata,
-                    _time_ns(), self._seq.add()))
+                    _time_ns(), self._seq()))
 
     @_either
     def batch_completed(self, batch_id: str | int, *, metadata: dict[str, Any] | None = None) -> None:
         self._emit(("batch_complete", batch_id, None, None, None, None, None, None, None, metadata,
-                    _time_ns(), self._seq.add()))
+                    _time_ns(), self._seq()))
 
     @_either
     def event(self, event_type: str, batch_id: str | int, stage: str | None = None, file_name: str | None = None,
@@ -294,74 +306,9 @@ class EventLogger:
         if event_type not in EVENT_TYPES:
             raise ValueError(f"event_type must be one of {EVENT_TYPES}, got {event_type!r}")
         self._emit((event_type, batch_id, stage, file_name, message, self._gpu_ip if gpu_ip is None else gpu_ip,
-                    processed, total, payload, metadata, _time_ns(), self._seq.add()))
+                    processed, total, payload, metadata, _time_ns(), self._seq()))
 
-    def _emit(self, item: Raw) -> None:
-        if not self._fast:
-            return self._emit_slow(item)
-        queue = self._queue  # Intake.put, inlined: this is the path every call takes
-        if len(queue) >= self._max_queue:
-            return self._started().overflow(item)
-        queue.append(item)
-        if len(queue) >= self._batch_size and not self._wake.is_set():
-            self._wake.set()
-
-    def _emit_slow(self, item: Raw) -> None:
-        """Strict and spool modes, the first call in a process, calls while one of our warnings is
-        being emitted, and calls after close."""
-        if in_diagnostics():  # a handler forwarding our own warning back in: refuse, count
-            self._dropped_recursion.add()
-            return
-        if self._closed:
-            if self._strict:
-                raise RuntimeError("EventLogger is closed")
-            intake = self._intake if self._writer_pid == _getpid() else None
-            if intake is not None:  # spooled for the next logger (a call racing with SIGTERM's close, say)
-                intake.spill(item, f"{self!r} is closed")
-                return intake.writer.spool.close()  # let go at once, so that the next logger can replay it
-            self._dropped_closed.add()
-            self._warn("closed", f"{self!r} is closed and never wrote in this process; event dropped")
-            return
-        intake = self._started()
-        if not (self._strict or self._durability == "spool"):
-            if not diagnostics_busy():
-                self._fast = True
-            return intake.put(item)
-        row, notes = normalize(item, intake.writer.ids)
-        if notes and self._strict:
-            raise notes[0].as_error()
-        if self._durability == "spool":
-            return intake.journal(item, row, coerced=bool(notes))
-        if notes:
-            intake.coerced.add()
-        return intake.put(row)
-
-    # -- the writer ----------------------------------------------------------------------------------
-    def _started(self) -> Intake:
-        """The writer for this process, started on the first call (and again in a forked child), and
-        the callers' way into its queue."""
-        intake = self._intake
-        if intake is not None and self._writer_pid == _getpid():
-            return intake
-        with self._start_lock:
-            if self._writer is None or self._writer_pid != _getpid():
-                if self._writer is not None:
-                    self.after_fork_in_child()
-                spool = Spool(self._spool_dir, max_bytes=self._max_spool_bytes, warn=self._warn)
-                spool.record_target(self._dsn.identity() if self._dsn else self._where(), self._table)
-                writer = Writer(self._queue, self._open_sink(), spool, EventIds(), batch_size=self._batch_size,
-                                flush_interval=self._flush_interval, journal=self._durability == "spool",
-                                warn=self._warn, dropped=self._dropped_total)
-                self._wake = writer.wake
-                self._writer_pid = _getpid()
-                self._writer = writer
-                self._intake = Intake(writer, max_queue=self._max_queue, batch_size=self._batch_size,
-                                      on_full=self._on_full, block_timeout=self._block_timeout, warn=self._warn)
-                writer.start()
-                lifecycle.track(self)
-            assert self._intake is not None
-            return self._intake
-
+    # -- the engine ----------------------------------------------------------------------------------
     def _open_sink(self) -> Sink:
         if self._dsn is None:
             return UnusableSink(self._unusable or "no DSN")
@@ -384,76 +331,24 @@ class EventLogger:
         finally:
             sink.close()
 
-    def after_fork_in_child(self) -> None:
-        """Fork: the parent writes its own queued events; the child starts empty, with its own
-        connection, spool files, writer thread and counters, made on its first call."""
-        old = self._writer
-        self._queue = deque()
-        self._fast = False
-        self._writer = None
-        self._intake = None
-        self._lock = threading.RLock()
-        self._start_lock = threading.Lock()
-        self._reset_counters()
-        if old is not None:
-            old.sink.abandon()
-            old.spool.forget_inherited()
-
-    def _reset_counters(self) -> None:
-        self._seq = AtomicCounter()  # numbers every accepted call; its value is stats()['enqueued']
-        self._dropped_closed = AtomicCounter()
-        self._dropped_recursion = AtomicCounter()
-
-    def route_through_slow_path(self) -> None:
-        """Until the next slow-path call, every call checks for recursion and fork (see diagnostics)."""
-        self._fast = False
-
-    def exit_timeout(self) -> float:
-        return self._exit_timeout
-
-    def _dropped_total(self) -> int:
-        """Every event this logger lost in this process (the writer asks, to answer flush())."""
-        return int(self.stats()["dropped"])
-
     # -- flush / close / stats -----------------------------------------------------------------------
     @_either
     def flush(self, timeout: float | None = None) -> bool:
-        """True once everything enqueued before the call is in the database (or dead-lettered), and no
-        event was dropped since the previous flush was answered. False at the timeout, while the
-        database is away (what is unwritten is then in the spool or on its way there), or after a drop
-        (see stats() and docs/guarantees.md). With durability='spool' the spool files are
-        fsynced first, so not even a power loss after the call loses what was logged before it.
-
-        A logger that has not logged yet still replays a spool an earlier process left behind."""
-        writer = self._writer
-        if writer is None or self._writer_pid != _getpid():
-            if self._closed or not has_segments(self._spool_dir):
-                return True
-            writer = self._started().writer
-        if self._closed:
-            return not self._queue and not writer.backlog
-        if self._durability == "spool":
-            writer.spool.sync()
-            if writer.spool.journal_due():
-                writer.rotate_journal()
-        marker = FlushMarker()
-        self._queue.append(marker)
-        writer.hurry()
-        return marker.done.wait(timeout) and marker.ok
+        """True once everything logged before the call is in the database (or dead-lettered), together with
+        every journal of a process that is gone found meanwhile, and no event was dropped since the
+        previous flush was answered. It waits through outages, retries and failover; False at the
+        timeout (what is unwritten stays in the journal) or after a drop (see stats()). With
+        durability='spool' the journal is synced to disk first, so not even a power loss loses it."""
+        return self._engine.flush(timeout)
 
     @_either
     def close(self, timeout: float | None = None) -> None:
-        """Stop accepting, drain, release. Past ``timeout`` the rest goes to the spool. Idempotent:
-        closing again (the exit hook does) waits for the same drain, and spools any event a racing call
-        appended afterwards."""
-        with self._lock:
-            self._closed = True
-            self._fast = False
-        writer = self._writer if self._writer_pid == _getpid() else None
-        if writer is not None:
-            writer.stop(timeout)
-        if type(self)._default is self:
-            type(self)._default = None
+        """Write what there is within ``timeout``, adopt what journals of dead processes there are, and
+        stop the writer. What is left stays in the journal for the next logger of this target, and a
+        warning says how many and where. Calls after close still go to a journal (they are written by
+        the next process). Idempotent. On the class, the process-wide logger stays the closed one, so that
+        ``EventLogger.stats()`` gives its final figures, until the next configure()."""
+        self._engine.close(timeout)
 
     def __enter__(self) -> EventLogger:
         return self
@@ -463,40 +358,40 @@ class EventLogger:
 
     @_either
     def stats(self) -> dict[str, Any]:
-        """Counters since this logger started in this process; the password never appears here."""
-        ours = self._writer_pid == _getpid()
-        writer = self._writer if ours else None
+        """Counters since this logger started in this process (after close: its final ones); the password
+        never appears here."""
+        engine = self._engine
+        writer = engine.writer or engine.last_writer
         w = writer.stats if writer is not None else WriterStats()
-        calls = self._intake.counts() if ours and self._intake is not None else dict.fromkeys(COUNTS, 0)
+        calls = engine.counts()
         drops = {
             "dropped_queue_full": calls["dropped_queue_full"],
-            "dropped_spool_full": calls["dropped_spool_full"] + w.dropped_spool_full,
-            "dropped_closed": self._dropped_closed.value,
-            "dropped_recursion": self._dropped_recursion.value,
-            "dropped_writer_error": w.dropped_writer_error,
+            "dropped_spool_full": calls["dropped_spool_full"],
+            "dropped_recursion": calls["dropped_recursion"],
             "dropped_dead_letter": w.dropped_dead_letter,
         }
+        unwritten = engine.unwritten()
         return {
-            "enqueued": self._seq.value,
+            "enqueued": engine.appended + sum(drops.values()) - w.dropped_dead_letter,
             "written": w.written,
             "dropped": sum(drops.values()),
             **drops,
-            "queue_depth": len(self._queue),
+            "unwritten": unwritten,
+            "queue_depth": unwritten,
             "flushes": w.flushes,
             "retries": w.retries,
             "last_error": w.last_error,
             "coerced": calls["coerced"] + w.coerced,
-            "spilled": calls["spilled"] + w.spilled,
-            "replayed": w.replayed,
+            "adopted": w.adopted,
             "dead_lettered": w.dead_lettered,
             "not_journaled": calls["not_journaled"],
-            "spool_bytes": writer.spool.bytes if writer is not None else 0,
-            "spool_torn_bytes": w.spool_torn_bytes,
+            "spool_bytes": engine.spool.measure() if engine.spool is not None else 0,
             "flush_seconds_last": w.flush_seconds_last,
             "flush_seconds_avg": w.flush_seconds_avg,
             "flush_seconds_max": w.flush_seconds_max,
             "dsn": self._where(),
             "table": self._table,
+            "spool_folder": self._spool_dir,
         }
 
 
@@ -505,6 +400,45 @@ def _resolved(dsn: Dsn) -> Dsn:
     if dsn.dialect == "sqlite":
         return dataclasses.replace(dsn, path=os.path.abspath(dsn.path))
     return dsn
+
+
+def _dsn_from_environment() -> str | None:
+    """COFI_EVENTLOG_DSN, else the first line of the file COFI_EVENTLOG_DSN_FILE names."""
+    dsn = os.environ.get(ENV_DSN)
+    if dsn:
+        return dsn
+    path = os.environ.get(ENV_DSN_FILE)
+    if not path:
+        return None
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return handle.readline().strip() or None
+    except OSError as exc:
+        raise ValueError(f"{ENV_DSN_FILE} names a file that cannot be read ({exc.strerror})") from None
+
+
+def _export_dsn(dsn: str, parsed: Dsn | None) -> None:
+    """Put the DSN where child processes find it, never a password in the environment (see configure)."""
+    if parsed is not None and parsed.dialect == "sqlite":
+        dsn = f"sqlite:///{parsed.path}"  # absolute: a child started in another folder logs to the same file
+    if parsed is None or not parsed.password:
+        os.environ[ENV_DSN] = dsn
+        os.environ.pop(ENV_DSN_FILE, None)
+        return
+    folder = Path(default_spool_dir()).parent / "dsn"
+    problem, _ = secure_folder(folder)
+    if problem is not None:
+        raise ValueError(f"cannot keep the DSN for child processes: {problem}")
+    path = folder / f"{hashlib.sha256(dsn.encode()).hexdigest()[:16]}.dsn"
+    staging = path.with_suffix(f".{os.getpid()}.new")
+    fd = os.open(staging, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    try:
+        os.write(fd, dsn.encode() + b"\n")
+    finally:
+        os.close(fd)
+    os.rename(staging, path)
+    os.environ.pop(ENV_DSN, None)
+    os.environ[ENV_DSN_FILE] = str(path)
 
 
 def _spool_target(dsn: Dsn) -> str:

@@ -1,14 +1,16 @@
 """What is in the spool, and getting it out: the public face of the ``cofi-eventlog spool`` command.
 
-A spool folder holds what a logger could not write yet (segments) and what the database refused
-(dead letters). Loggers replay segments by themselves; these functions are for a person: to see what
-is waiting and where it is meant to go, to replay it now (into another database if the old one is
-gone), and to retry dead letters once their cause is fixed.
+A spool folder holds the journals of the processes logging to one target (each event goes there
+before its call returns) and what the database refused (dead letters). Loggers write the journals of
+processes that are gone by themselves; these functions are for a person: to see what is waiting and
+where it is meant to go, to write it now (into another database if the old one is gone), and to retry
+dead letters once their cause is fixed.
 """
 
 from __future__ import annotations
 
 import fcntl
+import mmap
 import os
 from collections import deque
 from dataclasses import dataclass, field
@@ -20,7 +22,8 @@ import orjson
 
 from .engine.diagnostics import Warner
 from .engine.isolate import Isolator
-from .engine.spool import TARGET, Spool, decode, default_spool_dir, open_own_file, read_dead_letters
+from .engine.journal import SUFFIX, Journal
+from .engine.spool import TARGET, Spool, default_spool_dir, open_own_file, read_dead_letters
 from .engine.stats import WriterStats
 from .engine.writer import Writer
 from .events import EventIds
@@ -35,14 +38,14 @@ class SpoolFolder:
     path: Path
     target: str | None = None  # where its rows go, without credentials, as the last logger saw it
     table: str | None = None
-    segments: int = 0
-    held: int = 0  # segments a running process is writing or replaying now
-    events: int = 0
+    journals: int = 0
+    held: int = 0  # journals a running process is appending to or writing now
+    events: int = 0  # events not yet in the database
     bytes: int = 0
     torn_bytes: int = 0
     oldest: datetime | None = None  # createdAt of the oldest waiting event
     dead_letters: int = 0
-    set_aside: list[str] = field(default_factory=list)  # *.bad segments and files that are not ours
+    set_aside: list[str] = field(default_factory=list)  # *.bad files and files that are not ours
 
 
 @dataclass
@@ -75,7 +78,7 @@ def inspect_folder(folder: Path) -> SpoolFolder:
     for path in sorted(folder.iterdir()):
         if path.name.endswith(".bad"):
             info.set_aside.append(path.name)
-        elif path.suffix == ".seg":
+        elif path.suffix == SUFFIX:
             try:
                 fd = open_own_file(path, os.O_RDONLY)
             except OSError:
@@ -83,17 +86,17 @@ def inspect_folder(folder: Path) -> SpoolFolder:
                 continue
             try:
                 info.held += _held(fd)
-                with os.fdopen(os.dup(fd), "rb") as handle:
-                    data = handle.read()
+                events, first, torn, size = _pending(fd)
+            except (OSError, ValueError):
+                info.set_aside.append(path.name)
+                continue
             finally:
                 os.close(fd)
-            rows, torn = decode(data)
-            info.segments += 1
-            info.events += len(rows)
-            info.bytes += len(data)
+            info.journals += 1
+            info.events += events
+            info.bytes += size
             info.torn_bytes += torn
-            if rows:
-                first = min(r[10] for r in rows)
+            if first is not None:
                 oldest = first if oldest is None else min(oldest, first)
         elif path.name.startswith("dead-letter") and path.suffix == ".jsonl":
             try:
@@ -101,8 +104,24 @@ def inspect_folder(folder: Path) -> SpoolFolder:
             except OSError:
                 info.set_aside.append(path.name)
     if oldest is not None:
-        info.oldest = datetime.fromtimestamp(oldest / 1e6, timezone.utc)
+        info.oldest = datetime.fromtimestamp(oldest / 1e9, timezone.utc)
     return info
+
+
+def _pending(fd: int) -> tuple[int, int | None, int, int]:
+    """A journal's events not yet in the database, the call time (ns) of the oldest, its torn bytes, and
+    the bytes it takes on disk."""
+    size = os.fstat(fd).st_blocks * 512
+    with mmap.mmap(fd, 0, access=mmap.ACCESS_READ) as mapping:
+        journal = Journal(mapping, None, None, 0, 0)  # read only: never released through this object
+        journal.end = journal.complete_end()
+        start = journal.committed
+        events = mapping[start:journal.end].count(b"\n")
+        first = None
+        if events:
+            item = orjson.loads(mapping[start:mapping.find(b"\n", start)])
+            first = int(item[10]) if isinstance(item, list) else int(item["row"][10]) * 1000
+        return events, first, journal.torn_bytes(), size
 
 
 def _held(fd: int) -> int:
@@ -120,7 +139,7 @@ def folder_of(dsn: str, table: str = "batchExecutionLog", spool_dir: str | None 
 
 
 def replay(folder: str | Path, dsn: str, table: str | None = None, *, batch_size: int = 1000) -> Outcome:
-    """Write every segment of ``folder`` that no running process holds into ``dsn`` now. The table is
+    """Write every journal of ``folder`` that no running process holds into ``dsn`` now. The table is
     the one the folder was made for, unless given. Rows already there are skipped."""
     folder = Path(folder)
     table = table or inspect_folder(folder).table or "batchExecutionLog"
@@ -129,11 +148,11 @@ def replay(folder: str | Path, dsn: str, table: str | None = None, *, batch_size
     if spool.problem:
         return Outcome(error=spool.problem)
     writer = Writer(deque(), _sink(dsn, table), spool, EventIds(), batch_size=batch_size, flush_interval=1.0,
-                    journal=False, warn=warn, dropped=lambda: 0)
+                    adopt_interval=0.0, idle_timeout=60.0, appended=lambda: 0, dropped=lambda: 0, warn=warn)
     done = writer.replay_now()
     left = inspect_folder(folder)
     dead = writer.stats.dead_lettered
-    return Outcome(written=writer.stats.replayed - dead, dead_lettered=dead,
+    return Outcome(written=writer.stats.adopted - dead, dead_lettered=dead,
                    left=left.events, error=None if done else writer.stats.last_error)
 
 

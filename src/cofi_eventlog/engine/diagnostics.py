@@ -16,7 +16,7 @@ from collections.abc import Callable
 log = logging.getLogger("cofi_eventlog")
 _inside = threading.local()
 _busy_lock = threading.Lock()
-_busy = [0]
+BUSY = [0]  # warnings being emitted now, in any thread: read without the lock
 
 
 def in_diagnostics() -> bool:
@@ -26,7 +26,7 @@ def in_diagnostics() -> bool:
 
 def busy() -> bool:
     """True while any thread is emitting one of our warnings."""
-    return _busy[0] > 0
+    return BUSY[0] > 0
 
 
 class Warner:
@@ -57,7 +57,7 @@ class Warner:
         held = self._held.pop(kind, 0)
         suffix = f" ({held} similar warnings held back)" if held else ""
         with _busy_lock:
-            _busy[0] += 1
+            BUSY[0] += 1
         _inside.depth = getattr(_inside, "depth", 0) + 1
         try:
             if self._before is not None:
@@ -68,14 +68,14 @@ class Warner:
         finally:
             _inside.depth -= 1
             with _busy_lock:
-                _busy[0] -= 1
+                BUSY[0] -= 1
 
 
 def _reset_after_fork() -> None:
     """A forked child keeps only the forking thread, so only its own warning can be in progress."""
     global _busy_lock
     _busy_lock = threading.Lock()
-    _busy[0] = getattr(_inside, "depth", 0)
+    BUSY[0] = getattr(_inside, "depth", 0)
 
 
 os.register_at_fork(after_in_child=_reset_after_fork)

@@ -1,5 +1,10 @@
-"""Process hooks: drain at exit (atexit, and multiprocessing's finalizers, which run where atexit
-does not), on SIGTERM (see sigterm.py), and start afresh in a forked child."""
+"""Process hooks: write what is left at exit, and start afresh in a forked child.
+
+Nothing here is needed for safety — every event is in a journal before its call returns, and a
+journal outlives its process — but writing at exit (atexit, and multiprocessing's finalizers, which run
+where atexit does not) spares the next process that work. The library installs no signal handler: an
+application that wants its loggers written out on SIGTERM calls :func:`close_all` in its own.
+"""
 
 from __future__ import annotations
 
@@ -9,17 +14,13 @@ import sys
 import weakref
 from typing import Any, Protocol
 
-from . import sigterm
-
 
 class Closable(Protocol):
     def close(self, timeout: float | None = None) -> None: ...
 
     def exit_timeout(self) -> float: ...
 
-    def after_fork_in_child(self) -> None: ...
-
-    def route_through_slow_path(self) -> None: ...
+    def forget_parent(self) -> None: ...
 
 
 _live: weakref.WeakSet[Any] = weakref.WeakSet()
@@ -27,18 +28,9 @@ _hooked_pid = 0
 
 
 def track(logger: Closable) -> None:
-    """Called when a logger starts writing in this process."""
-    _live.add(logger)
-    _hook_this_process()
-    install_sigterm_handler()
-
-
-def install_sigterm_handler() -> None:
-    sigterm.install(close_all)
-
-
-def _hook_this_process() -> None:
+    """Called when a logger's engine starts in this process."""
     global _hooked_pid
+    _live.add(logger)
     if _hooked_pid == os.getpid():
         return
     _hooked_pid = os.getpid()
@@ -58,25 +50,21 @@ def _snapshot() -> list[Any]:
 
 
 def close_all(timeout: float | None = None) -> None:
-    """Close every logger of this process: each drains for ``timeout`` (default: its own
-    ``exit_timeout``), then spools what is left. For an application's own SIGTERM handler."""
+    """Close every logger of this process: each writes for ``timeout`` (default: its own
+    ``exit_timeout``); what is left stays in its journal for the next process. For an application's own
+    SIGTERM handler, or any shutdown path of its own."""
     for logger in _snapshot():
         try:
             logger.close(timeout=logger.exit_timeout() if timeout is None else timeout)
-        except Exception:  # one broken logger must not stop the others from draining
+        except Exception:  # one broken logger must not stop the others
             pass
 
 
-def route_all_through_slow_path() -> None:
-    """Before one of our warnings is emitted: every logger's next calls check for recursion."""
-    for logger in _snapshot():
-        logger.route_through_slow_path()
-
-
 def _after_fork_in_child() -> None:
+    """The child keeps none of its parent's journals, connections or threads; each engine starts afresh
+    on its first call there (and is tracked again, for the child's own exit)."""
     for logger in _snapshot():
-        logger.after_fork_in_child()
-    _live.clear()
+        logger.forget_parent()
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -1,19 +1,9 @@
-"""The local disk spool: append-only, checksummed segment files that outlive the process.
-
-Every segment is ``flock``-ed by the process writing it. A segment nobody holds a lock on belongs to
-no live writer (the lock dies with its process), so any logger for the same table may replay it.
-Replay skips eventIds already stored, so a segment replayed twice, or a row that
-also reached the database before a crash, still lands exactly once.
-
-A segment is created under a temporary name, locked, then renamed into place, so replay never sees
-a segment before its owner holds the lock. Forked children close every descriptor they inherit, so
-a lock always dies with the process that took it.
+"""The spool folder of one target and table: the journals of the processes logging there (see
+journal.py), the rows the database refused (the dead-letter file), and a note of where rows go.
 
 Nothing in the folder is trusted that this user did not make: the folder must be a real folder of
-ours (loose permissions are repaired), files are opened without following links, and replay takes only
-regular files of ours, so a planted link, FIFO or foreign segment is skipped and named in a warning.
-
-Record framing: ``>II`` (length, crc32) then an orjson list of rows, eventId as hex.
+ours (loose permissions are repaired), files are opened without following links, and adoption takes
+only regular files of ours, so a planted link, FIFO or foreign file is skipped and named in a warning.
 """
 
 from __future__ import annotations
@@ -22,19 +12,16 @@ import fcntl
 import hashlib
 import os
 import stat
-import struct
 import threading
 import time
-import zlib
-from collections.abc import Callable, Collection, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import orjson
 
-from ..sinks.base import Row
+from .journal import SUFFIX, Journal
 
-HEADER = struct.Struct(">II")
 DEAD_LETTER = "dead-letter.jsonl"
 TARGET = "target.json"
 NOFOLLOW = os.O_NOFOLLOW | os.O_NONBLOCK  # never through a link; never hang on a FIFO
@@ -84,96 +71,14 @@ def open_own_file(path: Path, flags: int) -> int:
     return fd
 
 
-def has_segments(folder: str) -> bool:
-    """Whether a spool folder holds anything to replay (cheap; for loggers that have not started)."""
-    try:
-        return any(Path(folder).glob("*.seg"))
-    except OSError:
-        return False
-
-
-def encode(rows: Sequence[Row]) -> bytes:
-    body = orjson.dumps([[r[0].hex(), *r[1:]] for r in rows])
-    return HEADER.pack(len(body), zlib.crc32(body)) + body
-
-
-def decode(data: bytes) -> tuple[list[Row], int]:
-    """The rows of every intact record, and how many bytes at the end were torn or corrupt."""
-    rows: list[Row] = []
-    offset = 0
-    while offset + HEADER.size <= len(data):
-        length, crc = HEADER.unpack_from(data, offset)
-        body = data[offset + HEADER.size: offset + HEADER.size + length]
-        if len(body) < length or zlib.crc32(body) != crc:
-            break
-        rows.extend((bytes.fromhex(r[0]), *r[1:]) for r in orjson.loads(body))
-        offset += HEADER.size + length
-    return rows, len(data) - offset
-
-
-class Segment:
-    """One open, locked, append-only file. ``append`` is a single ``os.write`` on an O_APPEND
-    descriptor, so a record is never interleaved with another."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        staging = path.with_suffix(".new")
-        self.fd = os.open(staging, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o600)
-        try:
-            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            os.rename(staging, path)
-        except OSError:
-            os.close(self.fd)
-            _unlink(staging)
-            raise
-        self.size = 0
-        self.dirty = False  # holds events that never entered the queue: only replay delivers them
-        self.broken = False  # a write failed (disk full): the tail may be torn, so append no more
-
-    def append(self, record: bytes) -> bool:
-        try:
-            written = os.write(self.fd, record)
-        except OSError:
-            written = -1
-        if written != len(record):
-            self.broken = True
-            self.size += max(written, 0)
-            return False
-        self.size += written
-        return True
-
-    def sync(self) -> None:
-        try:
-            os.fsync(self.fd)
-        except OSError:
-            pass
-
-    def close(self) -> None:
-        try:
-            os.close(self.fd)
-        except OSError:
-            pass
-
-
 class Spool:
-    """Segments for one table: the writer's spill file, the callers' journal, and replay of both.
+    """One spool folder. The writer thread makes journals, adopts orphans and keeps dead letters here;
+    ``lock`` guards the byte count and the dead-letter file within this process."""
 
-    ``lock`` guards the open segments and the byte count; callers in spool mode hold it around a
-    journal append and the matching queue append, so that a rotation marker follows every event of
-    the segment it rotates.
-    """
-
-    def __init__(self, folder: str, *, max_bytes: int, segment_bytes: int = 16 << 20,
-                 journal_bytes: int = 1 << 20, warn: Callable[[str, str], None] | None = None) -> None:
+    def __init__(self, folder: str, *, max_bytes: int, warn: Callable[[str, str], None] | None = None) -> None:
         self.folder = Path(folder)
         self.max_bytes = max_bytes
-        self.segment_bytes = segment_bytes
-        self.journal_bytes = journal_bytes
-        self.journal: Segment | None = None
-        self._spill: Segment | None = None
-        self._held: set[Segment] = set()  # every segment this process has open (rotated ones too)
-        self._replaying: set[int] = set()
-        self.lock = threading.RLock()  # re-entered only by a SIGTERM handler draining on the same thread
+        self.lock = threading.Lock()
         self._count = 0
         self._warn = warn or (lambda kind, text: None)
         self._refused: set[str] = set()  # names already warned about
@@ -191,12 +96,12 @@ class Spool:
         return self.folder / DEAD_LETTER
 
     def measure(self) -> int:
-        """Recount the bytes on disk (other processes add and remove segments too)."""
+        """The bytes journals (as written so far) and dead letters take on disk, other processes' too."""
         total = 0
         try:
-            for path in [*self.folder.glob("*.seg"), *self.folder.glob("dead-letter*.jsonl")]:
+            for path in [*self.folder.glob(f"*{SUFFIX}"), *self.folder.glob("dead-letter*.jsonl")]:
                 try:
-                    total += os.lstat(path).st_size
+                    total += os.lstat(path).st_blocks * 512
                 except FileNotFoundError:
                     pass
         except OSError:
@@ -230,116 +135,27 @@ class Spool:
         except OSError:
             _unlink(staging)
 
-    def _new_segment(self, kind: str) -> Segment:
-        self._count += 1
-        segment = Segment(self.folder / f"{kind}-{os.getpid()}-{time.time_ns()}-{self._count}.seg")
-        self._held.add(segment)
-        return segment
-
-    def _close(self, segment: Segment) -> None:
-        segment.close()
-        self._held.discard(segment)
-
-    def _append(self, kind: str, record: bytes) -> str | None:
-        """Append to the spill or journal segment (hold ``lock``); None, or why it could not."""
+    # -- journals ----------------------------------------------------------------------------------
+    def new_journal(self, node: int, capacity: int) -> Journal:
+        """A journal for this process; OSError (or the folder's problem) when the folder cannot have one,
+        ``SpoolFull`` at the cap."""
         if self.problem is not None:
-            return self.problem
-        if self.bytes + len(record) > self.max_bytes:
-            return f"spool full ({self.max_bytes} bytes)"
-        segment = self._spill if kind == "spill" else self.journal
+            raise OSError(self.problem)
+        if self.measure() + capacity // 16 > self.max_bytes:  # a journal takes disk as it fills
+            raise SpoolFull(f"spool full ({self.max_bytes} bytes)")
+        self._count += 1
+        return Journal.create(self.folder, f"journal-{os.getpid()}-{time.time_ns()}-{self._count}", node, capacity)
+
+    def orphans(self, skip: set[str]) -> Iterator[Journal]:
+        """Journals no live process holds (their lock is free), oldest first, each now locked by us.
+        ``skip``: names this process holds already."""
         try:
-            if segment is None:
-                segment = self._new_segment(kind)
-                if kind == "spill":
-                    self._spill = segment
-                else:
-                    self.journal = segment
-        except OSError as exc:
-            return f"spool write failed: {exc}"
-        before = segment.size
-        ok = segment.append(record)
-        self.bytes += segment.size - before
-        if not ok or (kind == "spill" and segment.size >= self.segment_bytes):
-            if kind == "spill":
-                self._close(segment)
-                self._spill = None
-            else:  # a broken journal is rotated like a full one; keep its good records for replay
-                segment.dirty = True
-        return None if ok else "spool write failed (disk full?)"
-
-    # -- the writer's spill file (writer thread, or the closer at a deadline) -----------------------
-    def spill(self, rows: Sequence[Row]) -> str | None:
-        """Append rows; None, or why they could not be kept (the caller counts the drop)."""
-        record = encode(rows)
-        with self.lock:
-            return self._append("spill", record)
-
-    def close_spill(self) -> None:
-        """Release the spill segment so that replay (ours or another process's) can take it."""
-        with self.lock:
-            if self._spill is not None:
-                self._close(self._spill)
-                self._spill = None
-
-    # -- the callers' journal (hold ``lock`` around these) ------------------------------------------------
-    def journal_append(self, record: bytes, *, queued: bool) -> str | None:
-        """Append one caller's record; ``queued=False`` marks the segment as holding events that only
-        replay will deliver. None, or why it could not be kept."""
-        problem = self._append("journal", record)
-        if problem is None and not queued and self.journal is not None:
-            self.journal.dirty = True
-        return problem
-
-    def journal_due(self) -> bool:
-        """The journal should be rotated: it is big, broken, or holds events only replay delivers."""
-        journal = self.journal
-        return journal is not None and (journal.size >= self.journal_bytes or journal.dirty or journal.broken)
-
-    def swap_journal(self) -> Segment | None:
-        old, self.journal = self.journal, None
-        return old
-
-    def retire(self, segment: Segment) -> None:
-        """A rotated journal: deleted when every event in it was written or spilled, else left for
-        replay. The spill file is synced first, so what the journal held is on disk somewhere."""
-        if not segment.dirty:
-            with self.lock:
-                if self._spill is not None:
-                    self._spill.sync()
-            _unlink(segment.path)
-            with self.lock:
-                self.bytes -= segment.size
-        with self.lock:
-            self._close(segment)
-
-    def sync(self) -> None:
-        """fsync every segment this process has open, and the folder (flush() in spool mode)."""
-        with self.lock:
-            for segment in self._held:
-                segment.sync()
-        try:
-            fd = os.open(self.folder, os.O_RDONLY)
+            paths = sorted(self.folder.glob(f"*{SUFFIX}"), key=_age)
         except OSError:
             return
-        try:
-            os.fsync(fd)
-        except OSError:
-            pass
-        finally:
-            os.close(fd)
-
-    # -- replay --------------------------------------------------------------------------------------
-    def replayable(self, last: Collection[str] = ()) -> Iterator[tuple[Path, int]]:
-        """Segments no live writer holds, oldest first (names in ``last`` after the others), each
-        locked by us while the caller replays it.
-
-        Yields (path, fd); the caller reads, writes, then calls :meth:`finish` or :meth:`release`.
-        """
-        try:
-            paths = list(self.folder.glob("*.seg"))
-        except OSError:
-            return
-        for path in sorted(paths, key=lambda p: (p.name in last, _age(p))):
+        for path in paths:
+            if path.name in skip:
+                continue
             try:
                 fd = open_own_file(path, os.O_RDWR)
             except OSError as exc:
@@ -347,43 +163,29 @@ class Spool:
                 continue
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                if os.fstat(fd).st_nlink == 0:  # replayed and removed by someone else meanwhile
+                if os.fstat(fd).st_nlink == 0:  # written and removed by another adopter meanwhile
                     raise BlockingIOError
             except OSError:
                 os.close(fd)
                 continue
-            self._replaying.add(fd)
-            yield path, fd
+            try:
+                yield Journal.adopt(path, fd)
+            except (ValueError, OSError) as exc:
+                self._set_aside(path, fd, str(exc))
 
     def _refuse(self, path: Path, exc: OSError) -> None:
-        if path.name not in self._refused and path.exists():  # vanished meanwhile: replayed by another
+        if path.name not in self._refused and path.exists():  # vanished meanwhile: adopted by another
             self._refused.add(path.name)
             self._warn(f"skip {path.name}", f"{path} skipped: {exc.strerror or exc}")
 
-    def quarantine(self, path: Path, fd: int) -> None:
-        """A segment with no intact record is not ours to replay, nor to delete: set it aside."""
+    def _set_aside(self, path: Path, fd: int, why: str) -> None:
+        """A file named like a journal that is not one: not ours to write, nor to delete."""
         try:
             os.rename(path, path.with_name(path.name + ".bad"))
         except OSError:
             pass
-        self.release(fd)
-        self.measure()
-
-    @staticmethod
-    def read(fd: int) -> tuple[list[Row], int]:
-        with os.fdopen(os.dup(fd), "rb") as handle:
-            return decode(handle.read())
-
-    def finish(self, path: Path, fd: int) -> None:
-        size = os.fstat(fd).st_size
-        _unlink(path)
-        self.release(fd)
-        with self.lock:
-            self.bytes -= size
-
-    def release(self, fd: int) -> None:
-        self._replaying.discard(fd)
         os.close(fd)
+        self._warn(f"bad {path.name}", f"{path} is {why}; set aside as {path.name}.bad")
 
     def dead_letter(self, entry: dict[str, Any]) -> str | None:
         """Keep a row the database will never take, with the reason, for a person to look at. None, or
@@ -450,27 +252,11 @@ class Spool:
                 os.close(fd)
         return claimed
 
-    def forget_inherited(self) -> None:
-        """In a forked child: close every descriptor inherited from the parent (its locks stay the
-        parent's and die with it), without deleting anything."""
-        for segment in list(self._held):
-            segment.close()
-        for fd in list(self._replaying):
-            try:
-                os.close(fd)
-            except OSError:
-                pass
-        self._held.clear()
-        self._replaying.clear()
-        self.journal, self._spill = None, None
-        self.lock = threading.RLock()
 
-    def close(self) -> None:
-        """Release every segment this process holds; what is in them stays for replay."""
-        with self.lock:
-            for segment in list(self._held):
-                self._close(segment)
-            self.journal, self._spill = None, None
+class SpoolFull(OSError):
+    """The spool is at its ``max_spool_bytes``."""
+
+
 
 
 def read_dead_letters(path: Path) -> tuple[list[dict[str, Any]], int]:
@@ -501,7 +287,7 @@ def _text_of(value: Any) -> str:
 
 def _age(path: Path) -> int:
     try:
-        return int(path.name.split("-")[2])
+        return int(path.name.split("-")[2])  # journal-PID-TIMENS-N.jnl
     except (IndexError, ValueError):
         return 0
 
@@ -511,3 +297,11 @@ def _unlink(path: Path) -> None:
         path.unlink()
     except FileNotFoundError:
         pass
+
+
+def has_journals(folder: str) -> bool:
+    """Whether a spool folder holds a journal (cheap; for a logger that has not started)."""
+    try:
+        return any(Path(folder).glob(f"*{SUFFIX}"))
+    except OSError:
+        return False

@@ -22,14 +22,10 @@ class WriterStats:
     written: int = 0
     flushes: int = 0
     retries: int = 0
-    spilled: int = 0
-    replayed: int = 0
+    adopted: int = 0  # events written from journals other processes (or closed loggers) left
     dead_lettered: int = 0
     coerced: int = 0
-    dropped_spool_full: int = 0  # the database was away and the spool at its cap (or unwritable)
-    dropped_writer_error: int = 0  # a bug in the writer's loop cost these events (never expected)
     dropped_dead_letter: int = 0  # refused by the database, and the dead-letter file could not keep them
-    spool_torn_bytes: int = 0
     last_error: str | None = None
     flush_seconds_last: float = 0.0
     flush_seconds_max: float = 0.0

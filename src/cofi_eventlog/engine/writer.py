@@ -1,11 +1,11 @@
-"""The writer: one thread per logger that empties the queue into the sink.
+"""The writer: one thread per logger that moves events from journals into the database.
 
-Callers append tuples to ``queue`` (a deque: append and popleft are atomic) and set ``wake`` when a
-batch is ready or a flush is asked for. Otherwise the thread writes once the oldest queued event has
-waited ``flush_interval`` (a linger, as Kafka's producer has), so a steady burst goes out in full
-batches rather than in a partial one at every tick. When the database fails transiently the rows
-go to the spool at once and the database is tried again after an exponential, jittered backoff;
-while it is down, batches go straight to the spool. When it answers, the spool is replayed. Rows
+It reads the journals of its own process (the callers append to them) and those it adopted (journals
+whose process is gone), builds the rows, hands them to the sink in multi-row statements, and commits
+each journal past what the database has. It writes once a batch is full, once the oldest waiting
+event has waited ``flush_interval`` (a linger, as Kafka's producer has), when a flush asks, and when
+the logger closes. While the database is away nothing moves: the events stay in their journals, and
+the database is tried again after an exponential, jittered backoff (at once when a flush asks). Rows
 the database will never take are isolated and dead-lettered (see isolate.py).
 """
 
@@ -15,69 +15,75 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
+
+import orjson
 
 from ..events import EventIds
 from ..rows import build_rows
 from ..sinks.base import Row, Sink, SinkError
 from .backoff import Backoff
-from .batching import take
 from .diagnostics import Warner
 from .isolate import Isolator
-from .sigterm import library_thread
-from .spool import Segment, Spool
+from .journal import Journal
+from .spool import Spool
 from .stats import WriterStats
 
 PIPELINED = 4  # batches a busy writer hands the sink at once
 
 
-class FlushMarker:
-    """Answered once every event queued before it has been handled; ``ok`` if all reached the database
-    (or the dead-letter file) and nothing was dropped since the previous marker was answered."""
+class Ticket:
+    """A flush waiting: answered once the events of this process up to ``target`` and every orphan found
+    after it was made are in the database; ``ok`` if nothing was dropped since the previous answer."""
 
-    def __init__(self) -> None:
-        self.done = threading.Event()
+    def __init__(self, target: int) -> None:
+        self.target = target
+        self.scanned = False  # the folder was searched for orphans after this ticket was made
         self.ok = True
-        self.requeued = False
+        self.done = threading.Event()
 
 
-class RotateMarker:
-    """Follows the last event of a rotated journal segment through the queue."""
-
-    def __init__(self, segment: Segment) -> None:
-        self.segment = segment
+@dataclass
+class Chunk:
+    journal: Journal
+    stop: int  # the journal offset after its records
+    count: int
+    rows: Sequence[Row]
+    own: bool
 
 
 class Writer:
-    def __init__(self, queue: deque[Any], sink: Sink, spool: Spool, ids: EventIds, *, batch_size: int,
-                 flush_interval: float, journal: bool, warn: Warner, dropped: Callable[[], int]) -> None:
-        self.queue = queue
-        self.wake = threading.Event()
+    def __init__(self, own: deque[Journal], sink: Sink, spool: Spool, ids: EventIds, *, batch_size: int,
+                 flush_interval: float, adopt_interval: float, idle_timeout: float, appended: Callable[[], int],
+                 dropped: Callable[[], int], warn: Warner) -> None:
+        self.own = own  # this process's journals, the one callers append to last
         self.sink = sink
         self.spool = spool
         self.ids = ids
         self.batch_size = batch_size
         self.flush_interval = flush_interval
-        self.journal = journal
+        self.adopt_interval = adopt_interval
+        self.idle_timeout = idle_timeout
+        self.appended = appended  # events the callers have put in the own journals so far
+        self.committed = 0  # of those, how many are in the database (or dead-lettered)
+        self.wake = threading.Event()  # a batch is full
+        self.urgent = threading.Event()  # a flush or the close: try the database even during a backoff
         self.stats = WriterStats()
-        self.backlog = True  # the spool may hold rows (ours or an earlier process's) not yet replayed
-        self._hurried = False
+        self.adopted: list[tuple[Journal, EventIds]] = []
+        self.tickets: list[Ticket] = []
+        self.stopping = False
+        self.abandoned = False
         self._warn = warn
+        self._dropped = dropped
+        self._dropped_seen = 0
         self._isolator = Isolator(sink, self.stats, self._dead_letter)
         self._backoff = Backoff()
         self._down_until = 0.0
-        self._held: list[list[Any]] = []  # the events taken and not yet handled: this batch, the next
-        self._next: tuple[list[Any], Sequence[Row] | None, list[Any]] | None = None  # taken ahead
-        self._failed_segments: set[str] = set()
-        self._journal_unsent = False  # journaled rows not written since the last rotation marker
-        self._dropped = dropped  # every drop so far, the callers' included
-        self._dropped_seen = 0
-        self._stopping = False
-        self._abandoned = False
+        self._next_adoption = 0.0
+        self._last_write = time.monotonic()
+        self._ahead: Chunk | None = None
         self._thread: threading.Thread | None = None
-        if spool.problem:
-            warn("spool", spool.problem)
 
     # -- lifecycle -----------------------------------------------------------------------------------
     def start(self) -> None:
@@ -85,212 +91,201 @@ class Writer:
         self._thread.start()
 
     def stop(self, timeout: float | None) -> bool:
-        """Drain and stop. Past the timeout the writer is left to finish its database call in the
-        background, and whatever is unwritten is spooled from this thread. False in that case.
-
-        Called again — by a second close(), or by a SIGTERM handler that interrupted the first — it
-        waits for the same drain, up to its own timeout."""
-        if self._abandoned:
-            self.spool_stragglers()
-            return False
-        self._stopping = True
-        self.wake.set()
+        """Write what there is (one last try at the database, whatever the backoff says), adopt what
+        orphans there are, and stop. False if the database did not take everything within ``timeout``:
+        the rest stays in the journals. Past the timeout the thread is left to finish its database call."""
+        self.stopping = True
+        self.urgent.set()
         thread = self._thread
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout)
             if thread.is_alive():
-                self._abandoned = True
-                self._spill_leftovers([item for items in self._held for item in items])
-                self.spool.close()
-                return False
-        self.spool_stragglers()
-        return True
+                self.abandoned = True
+        self._answer(final=True)
+        return not self.abandoned and self.committed >= self.appended()
 
-    def spool_stragglers(self) -> None:
-        """Spool what callers racing with close() appended after the writer's last look."""
-        if self.queue:
-            self._spill_leftovers([])
-        self.spool.close()
+    def flush(self, timeout: float | None) -> bool:
+        ticket = Ticket(self.appended())
+        self.tickets.append(ticket)
+        self.urgent.set()
+        if not ticket.done.wait(timeout):
+            try:
+                self.tickets.remove(ticket)
+            except ValueError:  # answered meanwhile
+                return ticket.ok
+            return False
+        return ticket.ok
 
-    def _spill_leftovers(self, in_flight: Sequence[Any]) -> None:
-        """Spool the writer's in-flight events and the rest of the queue, from the closing thread.
-        Normalizing a call again gives the same eventId, so rows the writer still lands stay single."""
-        items = list(in_flight)
-        rotated: list[Segment] = []
-        while self.queue:
-            for marker in take(self.queue, 1 << 30, items):
-                if isinstance(marker, RotateMarker):
-                    rotated.append(marker.segment)
-                else:
-                    marker.ok = False
-                    marker.done.set()
-        rows = self._rows(items)
-        if self.journal:
-            rows = self._unjournaled(items, rows)
-        if rows:
-            self._spill(rows)
-            self._warn("close", f"{len(rows)} events not written by the close deadline (or logged during "
-                                f"close) were spooled for replay")
-        for segment in rotated:  # its events may not all be spooled yet: keep it for replay
-            segment.dirty = True
-            self.spool.retire(segment)
+    def replay_now(self) -> bool:
+        """Adopt and write every orphan from the calling thread, for a writer that was never started (the
+        ``spool replay`` command). True when all of them are in the database."""
+        self._adopt()
+        self._write(everything=True)
+        self.sink.close()
+        left = self.adopted
+        for journal, _ in left:
+            journal.release(remove=False)
+        return not left
 
     # -- the loop ------------------------------------------------------------------------------------
     def _run(self) -> None:
-        library_thread()
-        while not self._stopping:
-            self.wake.wait(self._linger())
+        while not self.stopping:
+            (self.urgent if self._is_down() else self.wake).wait(self._linger())  # no spinning while down
             self.wake.clear()
-            if self._due():
-                self._cycle()
-        self._down_until = 0.0  # one last attempt at the database, whatever the backoff says
-        self._cycle()
-        if self.journal:
-            self.rotate_journal()
-            self._cycle()
+            urgent = self.urgent.is_set()
+            self.urgent.clear()
+            if urgent:
+                self._down_until = 0.0
+            self._cycle(everything=urgent or bool(self.tickets))
+        self._down_until = 0.0
+        self._cycle(everything=True, adopt=True)
         self.sink.close()
-        if self._abandoned:
-            self.spool.close()
-
-    def hurry(self) -> None:
-        """Write what is queued now, without waiting for a full batch or the linger (flush, a full queue)."""
-        self._hurried = True
-        self.wake.set()
 
     def _linger(self) -> float:
-        """Seconds until the oldest queued event has waited flush_interval."""
-        try:
-            oldest = self.queue[0]
-        except IndexError:
-            return self.flush_interval
-        if type(oldest) is not tuple:
-            return 0.0  # a marker: someone is waiting on it
-        called_ns: int = oldest[10] * 1000 if type(oldest[0]) is bytes else oldest[10]  # row µs, call ns
-        waited = (time.time_ns() - called_ns) / 1e9
-        return min(self.flush_interval, max(0.0, self.flush_interval - waited))
+        """Seconds until there is something to do: the oldest waiting event's linger, the next adoption
+        round, the end of a backoff, or an idle connection to give back."""
+        now = time.monotonic()
+        waits = [max(0.0, self._next_adoption - now), self.idle_timeout]
+        if self._is_down():
+            waits.append(self._down_until - now)
+        elif self.adopted:
+            return 0.0
+        else:
+            oldest = self._oldest_ns()
+            if oldest is not None:
+                waits.append(self.flush_interval - (time.time_ns() - oldest) / 1e9)
+        return max(0.0, min(waits))
 
-    def _due(self) -> bool:
-        """Whether this wake-up has work: a full batch, a flush or marker, an old enough event, the spool."""
-        if self._stopping or self._hurried or len(self.queue) >= self.batch_size:
-            self._hurried = False
-            return True
-        if self.queue and self._linger() == 0.0:
-            return True
-        if self.journal and self.spool.journal_due():
-            return True
-        return self.backlog and not self._is_down()
-
-    def _cycle(self) -> None:
-        """Write everything queued, then see to the spool. Never raises: the thread must not die, and
-        every marker taken is answered."""
-        try:
-            while (self.queue or self._next) and not self._abandoned:
-                items, rows, markers = self._next or self._take()
-                self._next = None
+    def _oldest_ns(self) -> int | None:
+        for journal in list(self.own):
+            record = journal.first()
+            if record:
                 try:
-                    if items:
-                        self._deliver(items, rows, ahead=not markers)
-                except Exception:  # a bug here must cost a warning and a count, not the thread
-                    self._bug(len(items))
-                self._held = self._held[1:]
-                for marker in markers:
-                    self._answer(marker)
-            if self.journal and self.spool.journal_due():
-                self.rotate_journal()
-            if self.backlog and not self._abandoned and not self._is_down():
-                self._replay()
+                    item = orjson.loads(record)
+                    return int(item[10]) if isinstance(item, list) else int(item["row"][10]) * 1000
+                except (orjson.JSONDecodeError, LookupError, TypeError, ValueError):
+                    return 0  # unreadable: write (and so isolate) it now
+        return None
+
+    def _cycle(self, *, everything: bool, adopt: bool = False) -> None:
+        """One round of work. Never raises: the thread must not die, and every ticket is answered."""
+        try:
+            if adopt or time.monotonic() >= self._next_adoption or not all(t.scanned for t in self.tickets):
+                self._adopt()
+            if not self._is_down():
+                self._write(everything=everything or self._lingered())
+            self._answer()
+            if self._last_write + self.idle_timeout <= time.monotonic():
+                self.sink.close()  # a connection idle this long is given back; the next write reconnects
+                self._last_write = float("inf")
         except Exception:
-            self._bug(0)
+            self.stats.last_error = "writer: internal error (see the warning's traceback)"
+            self._warn.exception("bug", "cofi_eventlog writer cycle failed; the events stay in their journals")
 
-    def _take(self) -> tuple[list[Any], None, list[Any]]:
-        """Events (their rows not built yet) and the markers that follow them."""
-        items: list[Any] = []
-        self._held.append(items)  # filled as popped: a closer at a deadline sees them all
-        return items, None, take(self.queue, self._take_size(), items)
+    def _lingered(self) -> bool:
+        oldest = self._oldest_ns()
+        return oldest is not None and time.time_ns() - oldest >= self.flush_interval * 1e9
 
-    def _take_ahead(self) -> None:
-        """While the server runs a batch's last statement, take the next batch and build its rows, so the
-        server does not wait for them: a busy writer keeps one statement or another running."""
-        if self._next is not None or len(self.queue) < self.batch_size or self._abandoned:
-            return
-        items, _, markers = self._take()
-        try:
-            rows: Sequence[Row] | None = self._rows(items)
-        except Exception:  # built again, and counted, where a bug is handled
-            rows = None
-        self._next = (items, rows, markers)
-
-    def _take_size(self) -> int:
-        """Whole batches, up to PIPELINED of them when that many wait: the sink sends them as statements of
-        batch_size rows, building each while the server runs the one before."""
-        return min(PIPELINED, max(1, len(self.queue) // self.batch_size)) * self.batch_size
-
-    def _bug(self, lost: int) -> None:
-        self.stats.dropped_writer_error += lost
-        self.stats.last_error = "writer: internal error (see the warning's traceback)"
-        self._warn.exception("bug", f"cofi_eventlog writer cycle failed; {lost} events dropped")
-
-    def _rows(self, items: Sequence[Any]) -> Sequence[Row]:
-        rows, coerced = build_rows(items, self.ids)
-        self.stats.coerced += coerced
-        return rows
-
-    def _answer(self, marker: Any) -> None:
-        if isinstance(marker, RotateMarker):
-            if self._journal_unsent:  # some of its events reached neither the database nor a spill
-                marker.segment.dirty = True
-                self._journal_unsent = False
-            self.spool.retire(marker.segment)
-            if marker.segment.dirty:
-                self.backlog = True
-            return
-        if self._journal_unsent and not marker.requeued:
-            # journaled events before this marker wait in a segment whose rotation marker is still queued:
-            # let it be retired (and so become replayable) first
-            marker.requeued = True
-            self.queue.append(marker)
-            return
-        try:
-            if self.backlog:
-                self._replay()  # an explicit flush tries the database now, whatever the backoff says
-        finally:
-            dropped = self._dropped()
-            marker.ok = not self.backlog and dropped == self._dropped_seen
-            self._dropped_seen = dropped
-            marker.done.set()
+    def _adopt(self) -> None:
+        """Take every journal whose process is gone (or that a closed logger let go)."""
+        self._next_adoption = time.monotonic() + self.adopt_interval
+        tickets = list(self.tickets)
+        held = {j.path.name for j in [*self.own, *(a for a, _ in self.adopted)] if j.path is not None}
+        for journal in self.spool.orphans(held):
+            self.adopted.append((journal, EventIds(journal.node)))
+            if journal.torn_bytes():
+                self._warn("torn", f"{journal.path}: {journal.torn_bytes()} bytes of a record its process died "
+                                   f"copying (its call had not returned) are ignored")
+        for ticket in tickets:
+            ticket.scanned = True
 
     # -- writing -------------------------------------------------------------------------------------
-    def _is_down(self) -> bool:
-        return time.monotonic() < self._down_until
-
-    def _deliver(self, items: list[Any], rows: Sequence[Row] | None = None, *, ahead: bool = False) -> None:
-        """Write the events (``rows``: built already), or keep them on disk if the database is (or just went)
-        away. ``ahead``: the next batch may be taken while the server runs this one's last statement."""
-        rows = self._rows(items) if rows is None else rows
-        if not self._is_down():
+    def _write(self, *, everything: bool) -> None:
+        """Write what is due: whole batches, or ``everything``. Stops at the first outage."""
+        while not self.abandoned:
+            chunk = self._ahead or self._take(everything)
+            self._ahead = None
+            if chunk is None:
+                return
+            if not chunk.rows:  # nothing readable in it (dead-lettered)
+                self._commit(chunk)
+                continue
             try:
-                self._isolator.write(rows, self._take_ahead if ahead else None)
+                self._isolator.write(chunk.rows, (lambda: self._take_ahead(everything)))
             except SinkError as exc:
                 self._went_down(exc)
-            else:
-                self._up()
                 return
-        if self.journal:
-            kept = len(rows)
-            rows = self._unjournaled(items, rows)
-            if len(rows) < kept:  # the journal segment holding the others is kept for replay
-                self.stats.spilled += kept - len(rows)
-                self._journal_unsent = True
-                self.backlog = True
-                self.rotate_journal()
-        if rows:
-            self._spill(rows)
+            self._up()
+            self._commit(chunk)
 
-    def _unjournaled(self, items: Sequence[Any], rows: Sequence[Row]) -> list[Row]:
-        """Spool mode: the rows callers made are in the journal already, and a journal segment that
-        holds undelivered rows is kept for replay; only the others (journal unwritable) need spilling."""
-        journaled = {item[0] for item in items if type(item[0]) is bytes}
-        return [row for row in rows if row[0] not in journaled]
+    def _take(self, everything: bool) -> Chunk | None:
+        """The next records to write: this process's first, oldest journal first, then adopted ones."""
+        limit = PIPELINED * self.batch_size
+        if not everything:  # whole batches only; the rest lingers
+            pending = self.appended() - self.committed - self._taken()
+            limit = min(limit, pending // self.batch_size * self.batch_size)
+        for journal in list(self.own) if limit > 0 else []:
+            chunk = self._chunk(journal, limit, self.ids, own=True)
+            if chunk is not None:
+                return chunk
+            if journal.done() and journal is not self.own[-1]:
+                self.own.popleft()
+                journal.release(remove=True)
+        for journal, ids in list(self.adopted):
+            chunk = self._chunk(journal, PIPELINED * self.batch_size, ids, own=False)
+            if chunk is not None:
+                return chunk
+            if journal.committed >= journal.end:
+                self.adopted.remove((journal, ids))
+                journal.release(remove=True)
+        return None
+
+    def _taken(self) -> int:
+        return self._ahead.count if self._ahead is not None and self._ahead.own else 0
+
+    def _take_ahead(self, everything: bool) -> None:
+        """While the server runs a statement, take the next batch and build its rows, so the server does
+        not wait for them (the sink calls this back, knowing nothing of journals)."""
+        if self._ahead is None and not self.abandoned:
+            self._ahead = self._take(everything)
+
+    def _chunk(self, journal: Journal, limit: int, ids: EventIds, *, own: bool) -> Chunk | None:
+        data, count, stop = journal.take(limit)
+        if not count:
+            return None
+        items, unreadable = decode(data)
+        for line in unreadable:  # not written by this library's journal code: kept for a person to look at
+            self._dead_letter_text(line, f"unreadable record in journal {journal.path}")
+        rows, coerced = build_rows(items, ids)
+        self.stats.coerced += coerced
+        return Chunk(journal, stop, count, rows, own)
+
+    def _commit(self, chunk: Chunk) -> None:
+        chunk.journal.commit(chunk.stop)
+        self._last_write = time.monotonic()
+        if chunk.own:
+            self.committed += chunk.count
+        else:
+            self.stats.adopted += chunk.count
+
+    def _answer(self, *, final: bool = False) -> None:
+        """Answer the tickets whose events are all in; at the close, every ticket."""
+        for ticket in list(self.tickets):
+            complete = self.committed >= ticket.target and ticket.scanned and not self.adopted
+            if not (complete or final):
+                continue
+            dropped = self._dropped()
+            ticket.ok = complete and dropped == self._dropped_seen
+            self._dropped_seen = dropped
+            try:
+                self.tickets.remove(ticket)
+            except ValueError:  # given up by its caller at its timeout
+                continue
+            ticket.done.set()
+
+    # -- health --------------------------------------------------------------------------------------
+    def _is_down(self) -> bool:
+        return time.monotonic() < self._down_until
 
     def _up(self) -> None:
         if self._down_until:
@@ -299,11 +294,24 @@ class Writer:
         self._down_until = 0.0
 
     def _went_down(self, exc: SinkError) -> None:
+        """The events taken stay in their journals, to be taken again once the backoff is over."""
+        self._ahead = None
+        for journal in [*self.own, *(a for a, _ in self.adopted)]:
+            journal.rewind()
         self.stats.retries += 1
         self.stats.last_error = str(exc)
         delay = self._backoff.next_delay()
         self._down_until = time.monotonic() + delay
-        self._warn("down", f"database unavailable ({exc}); spooling, next try in {delay:.2f}s")
+        self._warn("down", f"database unavailable ({exc}); events kept in {self.spool.folder}, next try in "
+                           f"{delay:.2f}s")
+
+    def _dead_letter_text(self, record: bytes, reason: str) -> None:
+        problem = self.spool.dead_letter({"reason": reason, "record": record.decode("utf-8", "replace")})
+        if problem is None:
+            self.stats.dead_lettered += 1
+        else:
+            self.stats.dropped_dead_letter += 1
+        self._warn("dead-record", f"{reason}: kept in {self.spool.dead_letter_path}")
 
     def _dead_letter(self, row: Row, reason: str) -> None:
         """Keep a row the database refused; if even that fails, the row alone is dropped and counted."""
@@ -318,83 +326,39 @@ class Writer:
             self.stats.dropped_dead_letter += 1
             self._warn("dead-lost", f"event {event_id} rejected by the database ({reason}) and dropped: {problem}")
 
-    # -- the spool -----------------------------------------------------------------------------------
-    def _spill(self, rows: Sequence[Row]) -> None:
-        problem = self.spool.spill(rows)
-        if problem is None:
-            self.stats.spilled += len(rows)
-            self.backlog = True
+
+def decode(data: bytes) -> tuple[list[Any], list[bytes]]:
+    """The calls and rows of journal records (see journal.py), as ``build_rows`` takes them, and the
+    records that are not readable as either."""
+    try:
+        items: list[Any] = orjson.loads(b"[" + data[:-1].replace(b"\n", b",") + b"]")
+    except orjson.JSONDecodeError:
+        items = [_loads(line) for line in data[:-1].split(b"\n")]
+    unreadable: list[bytes] = []
+    calls: list[Any] = []
+    for item in items:
+        if type(item) is list and len(item) == 12:
+            calls.append(item)
+        elif type(item) is dict and _is_row(item.get("row")):
+            row = item["row"]
+            calls.append((bytes.fromhex(row[0]), *row[1:]))
         else:
-            self.stats.dropped_spool_full += len(rows)
-            self._warn("full", f"{problem}; {len(rows)} events dropped")
+            unreadable.append(item if type(item) is bytes else orjson.dumps(item))
+    return calls, unreadable
 
-    def rotate_journal(self) -> None:
-        """Start a new journal segment; the old one is deleted once the events before the marker are
-        written (or spilled), or kept for replay if some of its events never entered the queue."""
-        with self.spool.lock:
-            old = self.spool.swap_journal()
-            if old is not None:
-                self.queue.append(RotateMarker(old))
 
-    def replay_now(self) -> bool:
-        """Replay the spool from the calling thread, for a writer that was never started (the ``spool
-        replay`` command). True when nothing is left to replay."""
-        self._replay()
-        self.sink.close()
-        return not self.backlog
+def _loads(line: bytes) -> Any:
+    try:
+        return orjson.loads(line)
+    except orjson.JSONDecodeError:
+        return line
 
-    def _replay(self) -> None:
-        """Write every spool segment no live process holds; stop at the first failure."""
-        self.backlog = self._journal_unsent  # and set again by any spill or overflow meanwhile
-        self.spool.close_spill()
-        if not self.journal:  # in memory mode the journal only holds queue-full overflow
-            with self.spool.lock:
-                old = self.spool.swap_journal()
-            if old is not None:
-                self.spool.retire(old)
-        elif self.spool.journal_due():
-            self.rotate_journal()
-            self.backlog = True
-        self.spool.measure()
-        for path, fd in self.spool.replayable(self._failed_segments):
-            if self._abandoned:
-                self.spool.release(fd)
-                self.backlog = True
-                return
-            if not self._replay_segment(path, fd):
-                return
-        self._failed_segments.clear()
 
-    def _replay_segment(self, path: Path, fd: int) -> bool:
-        try:
-            rows, torn = self.spool.read(fd)
-        except OSError as exc:
-            self.spool.release(fd)
-            self._failed_segments.add(path.name)
-            self._warn("torn", f"{path.name} unreadable: {exc}")
-            return True
-        try:
-            for start in range(0, len(rows), self.batch_size):
-                if self._abandoned:
-                    self.spool.release(fd)
-                    self.backlog = True
-                    return False
-                self._isolator.write(rows[start:start + self.batch_size])
-        except SinkError as exc:
-            self.spool.release(fd)
-            self.backlog = True
-            self._failed_segments.add(path.name)  # tried last next time, so it cannot hold back the rest
-            self._went_down(exc)
-            return False
-        if torn and not rows:  # no intact record at all: not a segment this library wrote
-            self.spool.quarantine(path, fd)
-            self._warn("torn", f"{path.name}: no intact record in {torn} bytes; set aside as {path.name}.bad")
-            return True
-        if torn:
-            self.stats.spool_torn_bytes += torn
-            self._warn("torn", f"{path.name}: {torn} bytes at the end were torn or corrupt")
-        self.spool.finish(path, fd)
-        self.stats.replayed += len(rows)
-        self._failed_segments.discard(path.name)
-        self._up()
-        return True
+def _is_row(row: Any) -> bool:
+    if type(row) is not list or len(row) != 11 or type(row[0]) is not str or len(row[0]) != 32:
+        return False
+    try:
+        bytes.fromhex(row[0])
+    except ValueError:
+        return False
+    return True

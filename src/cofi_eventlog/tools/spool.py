@@ -1,11 +1,13 @@
-"""``cofi-eventlog spool``: what the loggers' disk spools hold, and getting it out.
+"""``cofi-eventlog spool``: what the loggers' spool folders hold, and getting it out.
 
-  status         each spool folder: where its rows go, events waiting, the oldest, dead letters
-  replay         write a folder's waiting events now (into --dsn; another database if the old one is gone)
+  status         each spool folder: where its rows go, events not yet in the database, the oldest, dead letters
+  replay         write the journals no running process holds now (into --dsn; another database if the old one
+                 is gone)
   dead-letters   list the rows the database refused; --retry sends them again once the cause is fixed
 
 A folder is chosen with --folder, else by --dsn and --table (the folder a logger with them uses).
-Loggers replay their own folder by themselves when the database answers; these are for a person.
+Loggers write the journals of processes that are gone by themselves; these are for a person. Stored
+text is printed escaped (see report_text.printable): a row cannot send control sequences to a terminal.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from ..database import DEFAULT_TABLE
 from ..spools import Outcome, dead_letters, folder_of, inspect_folder, replay, retry_dead_letters, spool_folders
 from .command import add_command
 from .dsn_option import add_dsn_option, dsn_from, require_dsn
+from .report_text import printable
 
 
 def register(subparsers: Any) -> None:
@@ -75,13 +78,13 @@ def _status(args: argparse.Namespace) -> int:
     for f in folders:
         oldest = f.oldest.strftime("%Y-%m-%d %H:%M:%S UTC") if f.oldest else "-"
         held = f", {f.held} held by a running process" if f.held else ""
-        print(f"{f.path}\n  target {f.target or '?'}, table {f.table or '?'}\n"
-              f"  {f.events:,} events waiting in {f.segments} segments{held}, {f.bytes:,} bytes, oldest {oldest}; "
-              f"{f.dead_letters:,} dead letters")
+        print(f"{printable(f.path)}\n  target {printable(f.target or '?')}, table {printable(f.table or '?')}\n"
+              f"  {f.events:,} events not yet in the database, in {f.journals} journals{held}, {f.bytes:,} bytes, "
+              f"oldest {oldest}; {f.dead_letters:,} dead letters")
         if f.torn_bytes:
-            print(f"  {f.torn_bytes:,} bytes torn or corrupt (skipped at replay)")
+            print(f"  {f.torn_bytes:,} bytes of records cut short by a death mid-call (those calls never returned)")
         if f.set_aside:
-            print(f"  set aside, not replayed: {', '.join(f.set_aside)}")
+            print(f"  set aside, not written: {printable(', '.join(f.set_aside))}")
     return 0
 
 
@@ -109,9 +112,10 @@ def _dead_letters(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(entries[: args.limit] if args.limit > 0 else entries, indent=2))
         return 0
-    print(f"{folder}: {len(entries):,} dead letters (table {inspect_folder(folder).table or '?'})")
+    table = printable(inspect_folder(folder).table or "?")
+    print(f"{printable(folder)}: {len(entries):,} dead letters (table {table})")
     for entry in entries[: max(args.limit, 0)]:
         row = entry.get("row") or []
-        what = " ".join(str(v) for v in row[1:5]) if len(row) > 4 else "(call kept as text)"
-        print(f"  {row[0] if row else '-'}  {what}\n    {entry.get('reason')}")
+        what = " ".join(str(v) for v in row[1:5]) if len(row) > 4 else entry.get("record", "(call kept as text)")
+        print(f"  {printable(row[0] if row else '-')}  {printable(what)}\n    {printable(entry.get('reason'))}")
     return 0

@@ -1,0 +1,194 @@
+"""A journal: one process's events, in a memory-mapped file of the spool folder.
+
+A call returns once its event is copied into the map. The copy lands in the kernel's page cache, which
+outlives the process however it dies — SIGKILL, ``os._exit``, the OOM killer, a container's PID 1 going
+away — so the event is safe from then on (a power loss is what ``durability='spool'``'s fsync is for).
+The writer reads events from the journal and moves the header's ``committed`` offset past those the
+database has. A journal is ``flock``-ed by the process that appends to it; when the lock is free, its
+process is gone (or has sealed it), and any logger of the same target may adopt it: write what lies
+past ``committed``, then delete it. The client-made eventId makes a row written twice land once.
+
+Layout: a header page (magic, the eventId node, committed, sealed), then records from ``DATA`` on, each
+one line of JSON: a call as its argument list, or ``{"row": [...]}`` for a row built on the caller's
+thread. JSON never holds a NUL byte, so the first NUL after the records is the end, and a record cut
+short by a death mid-copy lacks its newline and is ignored.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import mmap
+import os
+import struct
+import threading
+from pathlib import Path
+
+MAGIC = b"CEVJNL01"
+HEADER = struct.Struct("<8sQQQ")  # magic, node, committed, sealed
+COMMITTED_AT = 16
+SEALED_AT = 24
+DATA = 4096
+SUFFIX = ".jnl"
+
+
+class JournalFull(Exception):
+    """The record does not fit in what is left of this journal."""
+
+
+class Journal:
+    """One journal file, mapped. ``append`` runs on callers' threads under ``lock``; the writer thread
+    reads and commits. ``path`` is None for the in-memory fallback (an unusable spool folder)."""
+
+    def __init__(self, mapping: mmap.mmap, fd: int | None, path: Path | None, node: int, end: int) -> None:
+        self.map = mapping
+        self.fd = fd
+        self.path = path
+        self.node = node
+        self.capacity = len(mapping)
+        self.end = end  # where the next record goes; records before it are complete
+        self.read = self.committed  # the writer's position: taken, maybe not yet committed
+        self.lock = threading.Lock()
+
+    # -- making and opening ------------------------------------------------------------------------
+    @classmethod
+    def create(cls, folder: Path, name: str, node: int, capacity: int) -> Journal:
+        """A new journal, locked by us before it appears under its name (so nobody adopts it)."""
+        path = folder / f"{name}{SUFFIX}"
+        staging = folder / f"{name}.new"
+        fd = os.open(staging, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            os.ftruncate(fd, capacity)  # sparse: the disk holds only what is written
+            mapping = mmap.mmap(fd, capacity)
+            HEADER.pack_into(mapping, 0, MAGIC, node, DATA, 0)
+            os.rename(staging, path)
+        except OSError:
+            os.close(fd)
+            _unlink(staging)
+            raise
+        return cls(mapping, fd, path, node, DATA)
+
+    @classmethod
+    def in_memory(cls, node: int, capacity: int) -> Journal:
+        """The same journal in anonymous memory: no file, so not safe from the process's death."""
+        mapping = mmap.mmap(-1, capacity)
+        HEADER.pack_into(mapping, 0, MAGIC, node, DATA, 0)
+        return cls(mapping, None, None, node, DATA)
+
+    @classmethod
+    def adopt(cls, path: Path, fd: int) -> Journal:
+        """An orphan whose lock we now hold (see spool.Spool.orphans). ValueError if it is not a journal."""
+        size = os.fstat(fd).st_size
+        if size < DATA:
+            raise ValueError("shorter than a journal header")
+        mapping = mmap.mmap(fd, size)
+        magic, node, committed, _ = HEADER.unpack_from(mapping, 0)
+        if magic != MAGIC or not DATA <= committed <= size:
+            mapping.close()
+            raise ValueError("not a journal (bad header)")
+        journal = cls(mapping, fd, path, node, committed)
+        journal.end = journal.complete_end()
+        return journal
+
+    # -- the callers' side -------------------------------------------------------------------------
+    def append(self, record: bytes) -> None:
+        """Copy one record (ending in a newline) in; hold ``lock``. JournalFull when it does not fit."""
+        start = self.end
+        stop = start + len(record)
+        if stop >= self.capacity:  # one NUL byte always follows the last record
+            raise JournalFull
+        self.map[start:stop] = record
+        self.end = stop
+
+    # -- the writer's side -------------------------------------------------------------------------
+    @property
+    def committed(self) -> int:
+        return int(HEADER.unpack_from(self.map, 0)[2])
+
+    def commit(self, offset: int) -> None:
+        """Everything before ``offset`` is in the database (or dead-lettered)."""
+        struct.pack_into("<Q", self.map, COMMITTED_AT, offset)
+
+    @property
+    def sealed(self) -> bool:
+        return bool(HEADER.unpack_from(self.map, 0)[3])
+
+    def seal(self) -> None:
+        """No record will be appended any more: once committed, the journal may go."""
+        struct.pack_into("<Q", self.map, SEALED_AT, 1)
+
+    def done(self) -> bool:
+        return self.sealed and self.committed >= self.end
+
+    def take(self, limit: int) -> tuple[bytes, int, int]:
+        """Up to ``limit`` records from the read position: (their bytes, how many, the offset after them)."""
+        start, end = self.read, self.end
+        if start >= end:
+            return b"", 0, start
+        stop = start
+        count = 0
+        find = self.map.find
+        while count < limit and stop < end:
+            stop = find(b"\n", stop, end) + 1
+            count += 1
+        data = self.map[start:stop]
+        self.read = stop
+        return data, count, stop
+
+    def first(self) -> bytes:
+        """The oldest record not yet taken (for the linger), or b""."""
+        if self.read >= self.end:
+            return b""
+        return self.map[self.read:self.map.find(b"\n", self.read, self.end)]
+
+    def rewind(self) -> None:
+        """A write failed: what was taken and not committed is taken again next time."""
+        self.read = self.committed
+
+    def complete_end(self) -> int:
+        """Past the last whole record (an orphan's: a record its process died copying has no newline)."""
+        nul = self.map.find(b"\0", DATA)
+        limit = len(self.map) if nul < 0 else nul
+        last = self.map.rfind(b"\n", DATA, limit)
+        return max(DATA, last + 1)
+
+    def torn_bytes(self) -> int:
+        nul = self.map.find(b"\0", DATA)
+        return (len(self.map) if nul < 0 else nul) - self.end
+
+    def pending(self) -> int:
+        """Records not yet committed."""
+        return self.map[self.committed:self.end].count(b"\n")
+
+    def sync(self) -> None:
+        """Down to the disk (durability='spool'): a power loss keeps it too."""
+        if self.path is not None:
+            self.map.flush()
+
+    # -- letting go --------------------------------------------------------------------------------
+    def release(self, *, remove: bool) -> None:
+        """Unmap and unlock; with ``remove``, delete it first (everything in it is in the database)."""
+        if remove and self.path is not None:
+            _unlink(self.path)
+        try:
+            self.map.close()
+        except (BufferError, ValueError):
+            pass
+        if self.fd is not None:
+            try:
+                os.close(self.fd)
+            except OSError:
+                pass
+            self.fd = None
+
+    def forget(self) -> None:
+        """In a forked child: let go of the parent's journal without touching it (its lock stays the
+        parent's); the child makes its own."""
+        self.release(remove=False)
+
+
+def _unlink(path: Path) -> None:
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        pass

@@ -1,4 +1,4 @@
-"""Crash durability and a full queue: SIGKILL in each mode, the on_full policies, the spool files."""
+"""Crash durability and back-pressure: SIGKILL in each mode, the on_full policies, the journal files."""
 
 from __future__ import annotations
 
@@ -17,8 +17,8 @@ from faultproxy import FaultProxy
 
 from cofi_eventlog import EventLogger
 from cofi_eventlog.database import Database
-from cofi_eventlog.engine.spool import Spool, decode, encode
-from cofi_eventlog.sinks.base import Row
+from cofi_eventlog.engine.journal import Journal
+from cofi_eventlog.engine.spool import Spool, SpoolFull
 
 KILLED_CHILD = r"""
 import os, sys
@@ -64,34 +64,24 @@ def late_names(dsn: str, table: str) -> list[str]:
                                           ("late-%",))]
 
 
-def test_sigkill_in_spool_mode_loses_no_event_whose_call_returned(
-        mysql_dsn: str, mysql_table: str, spool_dir: str) -> None:
-    reported = run_and_kill([mysql_dsn, mysql_table, spool_dir, "spool"], returned=3000)
+@pytest.mark.parametrize("durability", ["journal", "spool"])
+def test_sigkill_loses_no_event_whose_call_returned(
+        mysql_dsn: str, mysql_table: str, spool_dir: str, durability: str) -> None:
+    reported = run_and_kill([mysql_dsn, mysql_table, spool_dir, durability], returned=3000)
     assert landed(mysql_dsn, mysql_table) == (2000, 2000, 2000)  # the late ones only reached the journal
 
-    replayer = EventLogger(mysql_dsn, table=mysql_table, spool_dir=spool_dir, durability="spool")
-    assert replayer.flush(timeout=30)
-    stats = replayer.stats()
-    replayer.close()
+    adopter = EventLogger(mysql_dsn, table=mysql_table, spool_dir=spool_dir)
+    assert adopter.flush(timeout=30)
+    stats = adopter.stats()
+    adopter.close()
 
     names = late_names(mysql_dsn, mysql_table)
     assert {f"late-{i}" for i in reported} <= set(names)
     rows, ids, files = landed(mysql_dsn, mysql_table)
     assert rows == ids == files == 2000 + len(names)  # each exactly once, the flushed ones included
     assert len(names) <= len(reported) + 1  # at most the call the kill interrupted
-    assert stats["replayed"] >= len(reported)
-    assert not list(Path(spool_dir).glob("*/*.seg"))
-
-
-def test_sigkill_in_memory_mode_loses_what_was_queued_and_nothing_written(
-        mysql_dsn: str, mysql_table: str, spool_dir: str) -> None:
-    """What docs/guarantees.md says a SIGKILL costs under durability='memory'."""
-    run_and_kill([mysql_dsn, mysql_table, spool_dir, "memory"], returned=500)
-    replayer = EventLogger(mysql_dsn, table=mysql_table, spool_dir=spool_dir)
-    assert replayer.flush(timeout=30)
-    replayer.close()
-    assert landed(mysql_dsn, mysql_table) == (2000, 2000, 2000)
-    assert late_names(mysql_dsn, mysql_table) == []
+    assert stats["adopted"] >= len(reported)
+    assert not list(Path(spool_dir).glob("*/*.jnl"))
 
 
 def quiet_writer(dsn: str, table: str, spool_dir: str, **options: Any) -> EventLogger:
@@ -105,7 +95,7 @@ def test_on_full_spill_never_blocks_and_loses_nothing(mysql_dsn: str, mysql_tabl
     for i in range(300):
         log.file_started("full", "lid", f"f{i}")
     stats = log.stats()
-    assert (stats["queue_depth"], stats["spilled"], stats["dropped"]) == (100, 200, 0)
+    assert (stats["unwritten"], stats["dropped"]) == (300, 0)
     assert log.flush(timeout=30)
     log.close()
     assert landed(mysql_dsn, mysql_table) == (300, 300, 300)
@@ -118,7 +108,7 @@ def test_on_full_drop_counts_every_drop_and_warns_at_a_limited_rate(
         for i in range(300):
             log.file_started("full", "lid", f"f{i}")
     stats = log.stats()
-    assert (stats["dropped"], stats["dropped_queue_full"], stats["spilled"]) == (200, 200, 0)
+    assert (stats["dropped"], stats["dropped_queue_full"], stats["unwritten"]) == (200, 200, 100)
     assert len([r for r in caplog.records if "dropped" in r.getMessage()]) == 1
     assert not log.flush(timeout=30)  # the kept 100 are written, but 200 events before the flush were dropped
     assert log.flush(timeout=30)  # nothing dropped since
@@ -131,63 +121,90 @@ def test_on_full_block_waits_for_room_while_the_writer_keeps_up(
     log = quiet_writer(mysql_dsn, mysql_table, spool_dir, on_full="block", block_timeout=30)
     for i in range(1000):
         log.file_started("full", "lid", f"f{i}")
-    stats = log.stats()
-    assert (stats["spilled"], stats["dropped"]) == (0, 0)
+    assert log.stats()["dropped"] == 0
     assert log.flush(timeout=30)
     log.close()
     assert landed(mysql_dsn, mysql_table) == (1000, 1000, 1000)
 
 
-def test_on_full_block_gives_up_at_its_deadline_and_spills(
+def test_on_full_block_gives_up_at_its_deadline_and_keeps_the_event(
         fault_proxy: FaultProxy, mysql_dsn: str, mysql_table: str, spool_dir: str) -> None:
-    fault_proxy.hang()  # the writer takes one batch and then waits on the database
+    fault_proxy.hang()  # the writer tries the database and waits on it
     log = quiet_writer(fault_proxy.dsn, mysql_table, spool_dir, on_full="block", block_timeout=0.3, timeout=5)
-    for i in range(200):  # the 101st call wakes the writer, which takes the first 100 and hangs
+    for i in range(100):
         log.file_started("full", "lid", f"f{i}")
     started = time.monotonic()
-    log.file_started("full", "lid", "f200")
+    log.file_started("full", "lid", "f100")  # 100 wait: this call blocks, then goes to the journal all the same
     blocked = time.monotonic() - started
     stats = log.stats()
-    assert (stats["queue_depth"], stats["spilled"], stats["dropped"]) == (100, 1, 0)
+    assert (stats["unwritten"], stats["dropped"]) == (101, 0)
     assert 0.25 <= blocked < 2.5, f"blocked {blocked:.2f}s with block_timeout=0.3"
     fault_proxy.restore()
     assert log.flush(timeout=30)
     log.close()
-    assert landed(mysql_dsn, mysql_table) == (201, 201, 201)
+    assert landed(mysql_dsn, mysql_table) == (101, 101, 101)
 
 
-def rows(n: int, tag: str = "r") -> list[Row]:
-    return [(os.urandom(16), "b", "lid", "file_start", f"{tag}{i}", None, None, None, None, None,
-             1_700_000_000_000_000 + i) for i in range(n)]
+def journal_with(folder: Path, records: list[bytes]) -> Journal:
+    folder.mkdir(parents=True, exist_ok=True)
+    journal = Journal.create(folder, "journal-1-1-1", 7 << 32, 1 << 16)
+    for record in records:
+        journal.append(record)
+    return journal
 
 
-def test_a_torn_or_corrupt_tail_keeps_every_intact_record(tmp_path: Path) -> None:
-    first, second = rows(3, "a"), rows(2, "b")
-    data = encode(first) + encode(second)
-    assert decode(data) == (first + second, 0)
-    assert decode(data[:-5]) == (first, len(encode(second)) - 5)
-    flipped = bytearray(data)
-    flipped[-3] ^= 0xFF
-    assert decode(bytes(flipped)) == (first, len(encode(second)))
+CALL = b'["file_start","b","lid","%d.wav",null,null,null,null,null,null,1700000000000000000,%d]\n'
 
 
-def test_a_segment_is_replayable_only_once_its_writer_lets_go(tmp_path: Path) -> None:
-    writer = Spool(str(tmp_path), max_bytes=1 << 20)
-    other = Spool(str(tmp_path), max_bytes=1 << 20)
-    assert writer.spill(rows(5)) is None
-    assert list(other.replayable()) == []  # locked by a live writer
-    writer.close_spill()
-    ((path, fd),) = list(other.replayable())
-    assert len(Spool.read(fd)[0]) == 5
-    assert list(writer.replayable()) == []  # one replayer at a time
-    other.finish(path, fd)
-    assert not path.exists() and list(writer.replayable()) == []
+def test_a_record_cut_short_by_a_death_mid_copy_is_ignored_and_the_rest_kept(tmp_path: Path) -> None:
+    journal = journal_with(tmp_path, [CALL % (i, i) for i in range(3)])
+    journal.map[journal.end:journal.end + 20] = (CALL % (3, 3))[:20]  # the copy the kill interrupted
+    journal.release(remove=False)
+    (orphan,) = Spool(str(tmp_path), max_bytes=1 << 30).orphans(set())
+    assert orphan.node == 7 << 32 and orphan.torn_bytes() == 20
+    data, count, _ = orphan.take(100)
+    assert count == 3 and data.count(b"\n") == 3
 
 
-def test_the_spool_refuses_past_its_cap_and_says_why(tmp_path: Path) -> None:
-    spool = Spool(str(tmp_path), max_bytes=len(encode(rows(10))) + 10)
-    assert spool.spill(rows(10)) is None
-    problem = spool.spill(rows(10))
-    assert problem is not None and "spool full" in problem
-    spool.close()
-    assert Spool(str(tmp_path), max_bytes=1).bytes == len(encode(rows(10)))  # the cap counts what is on disk
+def test_a_journal_is_adopted_only_once_its_process_lets_go(tmp_path: Path) -> None:
+    journal = journal_with(tmp_path, [CALL % (0, 0)])
+    spool = Spool(str(tmp_path), max_bytes=1 << 30)
+    assert list(spool.orphans(set())) == []  # locked by a live process
+    journal.release(remove=False)
+    (first,) = spool.orphans(set())
+    assert list(Spool(str(tmp_path), max_bytes=1 << 30).orphans(set())) == []  # one adopter at a time
+    first.release(remove=True)
+    assert not list(tmp_path.glob("*.jnl"))
+
+
+def test_a_file_named_like_a_journal_that_is_not_one_is_set_aside(tmp_path: Path) -> None:
+    (tmp_path / "journal-1-1-1.jnl").write_bytes(b"not a journal" * 1000)
+    os.chmod(tmp_path, 0o700)
+    assert list(Spool(str(tmp_path), max_bytes=1 << 30).orphans(set())) == []
+    assert (tmp_path / "journal-1-1-1.jnl.bad").exists()
+
+
+def test_an_unreadable_record_is_dead_lettered_and_the_others_land(
+        tmp_path: Path, spool_dir: str) -> None:
+    dsn = f"sqlite:///{tmp_path / 'u.db'}"
+    folder = Path(EventLogger(dsn, spool_dir=spool_dir).spool_folder)
+    journal_with(folder, [CALL % (0, 0), b"{not json\n", b"[1, 2]\n", CALL % (1, 1)]).release(remove=False)
+    log = EventLogger(dsn, spool_dir=spool_dir)
+    assert log.flush(10)
+    stats = log.stats()
+    log.close()
+    assert (stats["adopted"], stats["written"], stats["dead_lettered"]) == (4, 2, 2)
+    assert landed(dsn, "batchExecutionLog") == (2, 2, 2)
+
+
+def test_the_spool_refuses_a_journal_past_its_cap_and_counts_the_drops(
+        tmp_path: Path, spool_dir: str) -> None:
+    log = EventLogger(f"sqlite:///{tmp_path / 'cap.db'}", spool_dir=spool_dir, max_spool_bytes=1 << 15,
+                      batch_size=1_000_000, flush_interval=3600)
+    with pytest.raises(SpoolFull):
+        Spool(log.spool_folder, max_bytes=1 << 15).new_journal(1 << 32, 16 << 20)
+    for i in range(10):
+        log.file_started("cap", "lid", f"f{i}")
+    stats = log.stats()
+    log.close()
+    assert stats["dropped_spool_full"] == 10 and stats["dropped"] == 10

@@ -159,23 +159,28 @@ def test_configure_flushes_and_closes_the_previous_logger(tmp_path: Path, spool_
     assert count_of(second, "batchExecutionLog") == 1
 
 
-def test_close_is_idempotent_and_later_calls_are_spooled_for_the_next_logger(tmp_path: Path, spool_dir: str) -> None:
+def test_close_is_idempotent_and_later_calls_go_to_a_journal_the_next_logger_writes(
+        tmp_path: Path, spool_dir: str) -> None:
     dsn = f"sqlite:///{tmp_path / 'c.db'}"
     log = EventLogger(dsn, spool_dir=spool_dir)
     log.file_started("b", "lid", "a.wav")
     log.close()
     log.close()
-    log.file_started("b", "lid", "late.wav")  # a call racing with the close of SIGTERM, say
+    for _ in range(100):
+        log.file_started("b", "lid", "late.wav")  # a daemon thread still logging at exit, say
     stats = log.stats()
-    assert (stats["written"], stats["spilled"], stats["dropped"]) == (1, 1, 0)
+    assert (stats["written"], stats["unwritten"], stats["dropped"]) == (1, 100, 0)
+    assert len(list(Path(log.spool_folder).glob("*.jnl"))) == 1  # one journal, not a file per call
+    assert not log.flush(0.1)  # closed: nothing writes them in this logger
     never_started = EventLogger(dsn, spool_dir=spool_dir)
     never_started.close()
-    never_started.file_started("b", "lid", "lost.wav")  # nothing in this process to spool with: counted
-    assert never_started.stats()["dropped_closed"] == 1
+    never_started.file_started("b", "lid", "never.wav")
     later = EventLogger(dsn, spool_dir=spool_dir)
     assert later.flush(10)
     later.close()
-    assert [r["fileName"] for r in rows_of(dsn, "batchExecutionLog")] == ["a.wav", "late.wav"]
+    assert log.stats()["unwritten"] == 0
+    names = [r["fileName"] for r in rows_of(dsn, "batchExecutionLog")]
+    assert sorted(set(names)) == ["a.wav", "late.wav", "never.wav"] and len(names) == 102
 
 
 def test_strict_mode_raises_on_the_callers_thread(tmp_path: Path, spool_dir: str) -> None:

@@ -121,7 +121,7 @@ def test_wrong_password_never_shows_the_password(mysql_dsn: str, table_name: str
     log.close(timeout=5)
     assert secret not in repr(log) and secret not in repr(stats) and secret not in repr(parse_dsn(dsn))
     assert stats["last_error"] and "1045" in stats["last_error"]
-    assert stats["spilled"] == 1 and stats["dropped"] == 0
+    assert stats["unwritten"] == 1 and stats["dropped"] == 0
 
 
 def test_sqlite_uses_wal(tmp_path: Path) -> None:

@@ -148,7 +148,8 @@ def replay(folder: str | Path, dsn: str, table: str | None = None, *, batch_size
     if spool.problem:
         return Outcome(error=spool.problem)
     writer = Writer(deque(), _sink(dsn, table), spool, EventIds(), batch_size=batch_size, flush_interval=1.0,
-                    adopt_interval=0.0, idle_timeout=60.0, appended=lambda: 0, dropped=lambda: 0, warn=warn)
+                    adopt_interval=0.0, idle_timeout=60.0, appended=lambda: 0, dropped=lambda: 0, borrowed=list,
+                    warn=warn)
     done = writer.replay_now()
     left = inspect_folder(folder)
     dead = writer.stats.dead_lettered

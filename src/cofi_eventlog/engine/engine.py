@@ -12,6 +12,7 @@ which the next logger of the same target adopts once this process is gone.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections import deque
@@ -34,6 +35,13 @@ MAX_RECORD = 2 << 20  # a bigger call is normalized (its metadata bounded) befor
 COUNTS = ("coerced", "not_journaled", "dropped_queue_full", "dropped_spool_full", "dropped_recursion")
 
 _dumps = orjson.dumps
+# Journals of closed loggers, by spool folder: calls made after close() go there, and a live logger of the
+# same folder in this process writes them (it cannot adopt them: they stay locked while this process lives).
+_late: dict[str, list[Journal]] = {}
+
+
+def late_journals(folder: str) -> list[Journal]:
+    return list(_late.get(folder, ()))
 
 
 class Engine:
@@ -69,6 +77,7 @@ class Engine:
         self._start_lock = threading.Lock()
         self._wake = threading.Event()  # the writer's, once it runs
         self.last_writer: Writer | None = None  # for the figures after close
+        self._left = 0  # events its journals held when the logger closed and let go of them
         self.own: deque[Journal] = deque()
         self.journal: Journal | None = None  # the one calls go to
         self.spool: Spool | None = None
@@ -97,8 +106,11 @@ class Engine:
             try:
                 journal.append(record)
             except JournalFull:
-                return self._rotate_and_append(record)
-            waiting = self._count_appended() + 1 - self.committed()
+                waiting = -1
+            else:
+                waiting = self._count_appended() + 1 - self.committed()
+        if waiting < 0:
+            return self._rotate_and_append(record)
         if waiting >= self.batch_size and not self._wake.is_set():
             self._wake.set()
 
@@ -119,7 +131,7 @@ class Engine:
             return False
         if self._on_full == "block":
             deadline = time.monotonic() + self._block_timeout
-            writer.urgent.set()
+            writer.hurry()
             while self.appended - writer.committed >= self._limit and time.monotonic() < deadline:
                 time.sleep(0.001)
             return False
@@ -185,14 +197,17 @@ class Engine:
                 if self.spool is None:
                     self.spool = Spool(self.folder, max_bytes=self._max_spool_bytes, warn=self._warn)
                     self.spool.record_target(self._target, self._table)
-                journal = self._new_journal() or Journal.in_memory(self.ids.node, self._journal_bytes)
+                journal = self._new_journal() or Journal.in_memory(self.ids.node, 0)  # at the cap: every call drops
                 self.own.append(journal)
                 self.journal = journal
-                if not self.closed:
+                if self.closed:
+                    _late.setdefault(self.folder, []).append(journal)
+                else:
                     self.writer = Writer(self.own, self._open_sink(), self.spool, self.ids,
                                          batch_size=self.batch_size, flush_interval=self.flush_interval,
                                          adopt_interval=self._adopt_interval, idle_timeout=self._idle_timeout,
-                                         appended=lambda: self.appended, dropped=self.dropped, warn=self._warn)
+                                         appended=lambda: self.appended, dropped=self.dropped,
+                                         borrowed=lambda: late_journals(self.folder), warn=self._warn)
                     self._wake = self.writer.wake
                     self.writer.start()
                     lifecycle.track(self)
@@ -233,28 +248,36 @@ class Engine:
         writer = self.writer
         if writer is None:
             return
-        writer.stop(timeout)
+        writer.stop(timeout, lambda: self._let_go(writer))
         with self._start_lock:
             self.writer, self.last_writer = None, writer
-            left = self.unwritten()
-            if not writer.abandoned:  # else it may still read them; they go with the process
-                for journal in [*self.own, *(a for a, _ in writer.adopted)]:
-                    with journal.lock:
-                        journal.capacity = 0
-                        journal.seal()
-                    journal.release(remove=journal.done())
-                self.own.clear()
-            self.journal = None
+            self.journal = None  # calls from now on go to a late journal (see _started)
+        left = self.unwritten()
         if left:
-            self._warn("left", f"{left} events not written yet are kept in {self.folder}; the next logger of this "
-                               f"target writes them (or: cofi-eventlog spool replay)")
+            self._warn("left", f"{left} events not written yet are kept in {self.folder}; the next logger "
+                               f"of this target writes them (or: cofi-eventlog spool replay)")
+
+    def _let_go(self, writer: Writer) -> None:
+        """Seal and release the journals of the writer that stopped: any logger may adopt them now."""
+        with self._start_lock:
+            late = late_journals(self.folder)
+            journals = [j for j in self.own if all(j is not other for other in late)]
+            self._left += sum(j.pending() for j in journals)
+            for journal in [*journals, *(a for a, _ in writer.adopted)]:
+                with journal.lock:
+                    journal.capacity = 0
+                    journal.seal()
+                journal.release(remove=journal.done())
+            for journal in journals:
+                self.own.remove(journal)
 
     def exit_timeout(self) -> float:
         return self._exit_timeout
 
     # -- figures -------------------------------------------------------------------------------------
     def unwritten(self) -> int:
-        return sum(j.pending() for j in self.own if not j.map.closed)
+        """Events of this logger not yet in the database (after close: as it let go of them, and since)."""
+        return self._left + sum(j.pending() for j in self.own if not j.map.closed)
 
     def counts(self) -> dict[str, int]:
         return {name: counter.value for name, counter in self._counts.items()}
@@ -264,3 +287,6 @@ class Engine:
         dead = writer.stats.dropped_dead_letter if writer is not None else 0
         return dead + sum(self._counts[k].value for k in ("dropped_queue_full", "dropped_spool_full",
                                                           "dropped_recursion"))
+
+
+os.register_at_fork(after_in_child=_late.clear)  # the parent's, still locked by it

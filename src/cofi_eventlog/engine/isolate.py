@@ -5,11 +5,11 @@ the row at fault, which is dead-lettered with the reason.
 
 A lost connection (2006, 2013, or an error the driver did not classify) is usually an outage, but
 it is also how MariaDB answers a statement over ``max_allowed_packet``, and retrying that forever
-would block the spool. So a batch that lost its connection quickly (a hung server is an outage; an
-oversize packet is refused at once), once the database has taken some other write since the last
-such failure, is split too: when both halves fail it is the database, and the error goes up as an
-outage; when one half passes, the other is searched. A single row that loses the connection on
-three attempts, with other rows written between them, is dead-lettered.
+would hold back every event behind it in the journal. So a batch that lost its connection quickly (a
+hung server is an outage; an oversize packet is refused at once) is split too: when both halves fail
+it is the database, and the error goes up as an outage; when one half passes, the other is searched.
+A single row that loses the connection on three attempts, with other rows written between them, is
+dead-lettered.
 
 A Galera node refuses a statement whose write set is over ``wsrep_max_ws_size`` (1105) or
 ``wsrep_max_ws_rows`` (1180). Both halves may be over too, so such a batch is halved until the parts
@@ -36,7 +36,6 @@ class Isolator:
         self.stats = stats
         self._dead_letter = dead_letter
         self.writes_ok = 0  # successful sink writes; "the database took something since..."
-        self._ambiguous_at = -1  # writes_ok at the last ambiguous failure
         self._strikes: dict[bytes, tuple[int, int]] = {}  # eventId -> (strikes, writes_ok at the last)
 
     def write(self, rows: Sequence[Row], meanwhile: Callable[[], None] | None = None) -> None:
@@ -86,15 +85,10 @@ class Isolator:
                 if part_error is not None:
                     self._isolate(part, part_error)
             return
-        if error.transient:
-            progressed = self.writes_ok != self._ambiguous_at
-            self._ambiguous_at = self.writes_ok
-            if len(rows) == 1:
-                self._strike(rows[0], error)
-                return
-            if not progressed:
-                raise error
-        elif len(rows) == 1:
+        if error.transient and len(rows) == 1:
+            self._strike(rows[0], error)
+            return
+        if len(rows) == 1:
             self._dead_letter(rows[0], str(error))
             return
         half = len(rows) // 2

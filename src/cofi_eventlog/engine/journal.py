@@ -70,8 +70,9 @@ class Journal:
 
     @classmethod
     def in_memory(cls, node: int, capacity: int) -> Journal:
-        """The same journal in anonymous memory: no file, so not safe from the process's death."""
-        mapping = mmap.mmap(-1, capacity)
+        """The same journal in anonymous memory: no file, so not safe from the process's death. With no
+        ``capacity``, a journal every append finds full (the spool is at its cap)."""
+        mapping = mmap.mmap(-1, DATA + capacity)
         HEADER.pack_into(mapping, 0, MAGIC, node, DATA, 0)
         return cls(mapping, None, None, node, DATA)
 

@@ -20,10 +20,11 @@ from typing import Any
 
 import orjson
 
-from .journal import SUFFIX, Journal
+from .journal import DATA, SUFFIX, Journal
 
 DEAD_LETTER = "dead-letter.jsonl"
 TARGET = "target.json"
+MIN_JOURNAL = DATA + (60 << 10)  # smaller than this, a journal would hold too few events to be worth making
 NOFOLLOW = os.O_NOFOLLOW | os.O_NONBLOCK  # never through a link; never hang on a FIFO
 
 
@@ -137,11 +138,12 @@ class Spool:
 
     # -- journals ----------------------------------------------------------------------------------
     def new_journal(self, node: int, capacity: int) -> Journal:
-        """A journal for this process; OSError (or the folder's problem) when the folder cannot have one,
-        ``SpoolFull`` at the cap."""
+        """A journal for this process, no bigger than what is left under ``max_bytes``; ``SpoolFull`` when
+        that is too little, OSError when the folder cannot have one."""
         if self.problem is not None:
             raise OSError(self.problem)
-        if self.measure() + capacity // 16 > self.max_bytes:  # a journal takes disk as it fills
+        capacity = min(capacity, self.max_bytes - self.measure())
+        if capacity < MIN_JOURNAL:
             raise SpoolFull(f"spool full ({self.max_bytes} bytes)")
         self._count += 1
         return Journal.create(self.folder, f"journal-{os.getpid()}-{time.time_ns()}-{self._count}", node, capacity)

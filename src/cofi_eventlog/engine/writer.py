@@ -56,7 +56,7 @@ class Chunk:
 class Writer:
     def __init__(self, own: deque[Journal], sink: Sink, spool: Spool, ids: EventIds, *, batch_size: int,
                  flush_interval: float, adopt_interval: float, idle_timeout: float, appended: Callable[[], int],
-                 dropped: Callable[[], int], warn: Warner) -> None:
+                 dropped: Callable[[], int], borrowed: Callable[[], list[Journal]], warn: Warner) -> None:
         self.own = own  # this process's journals, the one callers append to last
         self.sink = sink
         self.spool = spool
@@ -76,6 +76,7 @@ class Writer:
         self.abandoned = False
         self._warn = warn
         self._dropped = dropped
+        self._borrowed = borrowed  # closed loggers' journals in this process: written, never let go of
         self._dropped_seen = 0
         self._isolator = Isolator(sink, self.stats, self._dead_letter)
         self._backoff = Backoff()
@@ -84,30 +85,37 @@ class Writer:
         self._last_write = time.monotonic()
         self._ahead: Chunk | None = None
         self._thread: threading.Thread | None = None
+        self._exit_lock = threading.Lock()
+        self._finished = False
+        self._let_go: Callable[[], None] | None = None
 
     # -- lifecycle -----------------------------------------------------------------------------------
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="cofi-eventlog-writer", daemon=True)
         self._thread.start()
 
-    def stop(self, timeout: float | None) -> bool:
+    def stop(self, timeout: float | None, let_go: Callable[[], None]) -> None:
         """Write what there is (one last try at the database, whatever the backoff says), adopt what
-        orphans there are, and stop. False if the database did not take everything within ``timeout``:
-        the rest stays in the journals. Past the timeout the thread is left to finish its database call."""
+        orphans there are, and stop; then ``let_go`` of the journals. Past ``timeout`` the thread is left
+        to finish its database call, and calls ``let_go`` itself when it has (the journals stay locked
+        until then, so that nobody adopts what it may still be writing)."""
         self.stopping = True
-        self.urgent.set()
+        self.hurry()
         thread = self._thread
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout)
-            if thread.is_alive():
+        with self._exit_lock:
+            if thread is not None and not self._finished:
                 self.abandoned = True
+                self._let_go = let_go
         self._answer(final=True)
-        return not self.abandoned and self.committed >= self.appended()
+        if not self.abandoned:
+            let_go()
 
     def flush(self, timeout: float | None) -> bool:
         ticket = Ticket(self.appended())
         self.tickets.append(ticket)
-        self.urgent.set()
+        self.hurry()
         if not ticket.done.wait(timeout):
             try:
                 self.tickets.remove(ticket)
@@ -127,6 +135,11 @@ class Writer:
             journal.release(remove=False)
         return not left
 
+    def hurry(self) -> None:
+        """Write now, whatever the batch, the linger or the backoff say (a flush, the close, a full queue)."""
+        self.urgent.set()
+        self.wake.set()
+
     # -- the loop ------------------------------------------------------------------------------------
     def _run(self) -> None:
         while not self.stopping:
@@ -140,6 +153,11 @@ class Writer:
         self._down_until = 0.0
         self._cycle(everything=True, adopt=True)
         self.sink.close()
+        with self._exit_lock:
+            self._finished = True
+            let_go = self._let_go
+        if let_go is not None:  # the close gave up waiting for us
+            let_go()
 
     def _linger(self) -> float:
         """Seconds until there is something to do: the oldest waiting event's linger, the next adoption
@@ -238,6 +256,10 @@ class Writer:
             if journal.committed >= journal.end:
                 self.adopted.remove((journal, ids))
                 journal.release(remove=True)
+        for journal in self._borrowed():
+            chunk = self._chunk(journal, PIPELINED * self.batch_size, EventIds(journal.node), own=False)
+            if chunk is not None:
+                return chunk
         return None
 
     def _taken(self) -> int:
@@ -271,7 +293,8 @@ class Writer:
     def _answer(self, *, final: bool = False) -> None:
         """Answer the tickets whose events are all in; at the close, every ticket."""
         for ticket in list(self.tickets):
-            complete = self.committed >= ticket.target and ticket.scanned and not self.adopted
+            complete = self.committed >= ticket.target and ticket.scanned and not self.adopted \
+                and all(j.committed >= j.end for j in self._borrowed())
             if not (complete or final):
                 continue
             dropped = self._dropped()
@@ -296,7 +319,7 @@ class Writer:
     def _went_down(self, exc: SinkError) -> None:
         """The events taken stay in their journals, to be taken again once the backoff is over."""
         self._ahead = None
-        for journal in [*self.own, *(a for a, _ in self.adopted)]:
+        for journal in [*self.own, *(a for a, _ in self.adopted), *self._borrowed()]:
             journal.rewind()
         self.stats.retries += 1
         self.stats.last_error = str(exc)

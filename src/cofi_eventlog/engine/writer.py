@@ -121,6 +121,7 @@ class Writer:
                 self.tickets.remove(ticket)
             except ValueError:  # answered meanwhile
                 return ticket.ok
+            self._dropped_seen = self._dropped()  # this False answer tells of the drops so far too
             return False
         return ticket.ok
 

@@ -93,11 +93,17 @@ def log_task(batch: str, task: int, n: int, pace: float = 0.0, fail: bool = Fals
     return os.getpid()
 
 
-def configure_from_environment(**options: Any) -> EventLogger:
+def options(**given: Any) -> dict[str, Any]:
+    """LINGER, then ``given``, then the JSON object in ``CRASHKIT_OPTIONS`` (to try the tests with other
+    settings, e.g. ``{"durability": "spool"}``)."""
+    return {**LINGER, **given, **json.loads(os.environ.get("CRASHKIT_OPTIONS") or "{}")}
+
+
+def configure_from_environment(**given: Any) -> EventLogger:
     """The parent's configure(), as a pipeline makes it at start-up."""
     env = os.environ
     return EventLogger.configure(env["CRASHKIT_DSN"], table=env["CRASHKIT_TABLE"],
-                                 spool_dir=env["CRASHKIT_SPOOL"], **{**LINGER, **options})
+                                 spool_dir=env["CRASHKIT_SPOOL"], **options(**given))
 
 
 # -- in the test process -------------------------------------------------------------------------------

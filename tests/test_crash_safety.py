@@ -229,7 +229,7 @@ import crashkit
 
 # configured in the app module, as a Celery user does
 EventLogger.configure(os.environ["CRASHKIT_DSN"], table=os.environ["CRASHKIT_TABLE"],
-                      spool_dir=os.environ["CRASHKIT_SPOOL"], **crashkit.LINGER)
+                      spool_dir=os.environ["CRASHKIT_SPOOL"], **crashkit.options())
 
 app = Celery("crash_app", broker=os.environ["CRASHKIT_BROKER"])
 app.conf.update(worker_prefetch_multiplier=1, worker_hijack_root_logger=False,

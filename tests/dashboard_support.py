@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import resource
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -42,10 +43,14 @@ def browser() -> Iterator[Browser]:
 class Server:
     """A ``cofi-eventlog dashboard`` process on a free port."""
 
-    def __init__(self, *args: str, env: dict[str, str] | None = None) -> None:
+    def __init__(self, *args: str, env: dict[str, str] | None = None, max_files: int | None = None) -> None:
+        def limit() -> None:
+            if max_files is not None:
+                resource.setrlimit(resource.RLIMIT_NOFILE, (max_files, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+
         self.process = subprocess.Popen([sys.executable, "-m", "cofi_eventlog", "dashboard", "--port", "0", *args],
                                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                        env={**os.environ, **(env or {})})
+                                        env={**os.environ, **(env or {})}, preexec_fn=limit)
         assert self.process.stdout is not None
         line = self.process.stdout.readline()
         found = re.search(r"at (http://\S+/) ", line)
@@ -64,8 +69,8 @@ class Server:
 def serve() -> Iterator[Any]:
     started: list[Server] = []
 
-    def start(*args: str, env: dict[str, str] | None = None) -> Server:
-        started.append(Server(*args, env=env))
+    def start(*args: str, env: dict[str, str] | None = None, max_files: int | None = None) -> Server:
+        started.append(Server(*args, env=env, max_files=max_files))
         return started[-1]
 
     yield start

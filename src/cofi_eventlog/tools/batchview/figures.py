@@ -233,17 +233,21 @@ def _natural(text: str) -> list[Any]:
 
 
 def _usual_seconds(groups: list[Group]) -> dict[str | None, float]:
-    """Per stage, the usual time per file: the median over its GPUs of their time in it per outcome."""
+    """Per stage, the usual time per file: the median over its GPUs of the time from their first start to
+    their last outcome in it, per outcome (an attempt still open does not stretch it)."""
     per: dict[tuple[str | None, str], list[Any]] = {}
     for g in groups:
         if g.gpu is None or g.event_type not in FILE_EVENTS:
             continue
-        entry = per.setdefault((g.stage, g.gpu), [g.first, g.last, 0])
-        entry[0], entry[1] = min(entry[0], g.first), max(entry[1], g.last)
-        entry[2] += g.events if g.event_type in OUTCOMES else 0
+        entry = per.setdefault((g.stage, g.gpu), [None, None, 0])
+        if g.event_type == "file_start":
+            entry[0] = g.first if entry[0] is None else min(entry[0], g.first)
+        else:
+            entry[1] = g.last if entry[1] is None else max(entry[1], g.last)
+            entry[2] += g.events
     times: dict[str | None, list[float]] = defaultdict(list)
     for (stage, _), (first, last, outcomes) in per.items():
-        if outcomes >= 2 and last > first:
+        if outcomes >= 2 and first is not None and last is not None and last > first:
             times[stage].append((last - first).total_seconds() / outcomes)
     return {stage: sorted(v)[len(v) // 2] for stage, v in times.items()}
 

@@ -10,9 +10,11 @@ requests and nothing else, so stored text could not run as script even if it wer
 
 from __future__ import annotations
 
+import errno
 import io
 import queue
 import re
+import resource
 import selectors
 import socket
 import sys
@@ -45,6 +47,7 @@ HEAD_TIMEOUT = 10.0  # seconds for a request head to arrive whole
 IO_TIMEOUT = 30.0  # seconds for a worker's socket operations (writing the answer)
 MAX_HEAD = 16 * 1024
 MAX_WAITING = 4096  # connections whose head is still arriving; past that the oldest is closed
+RESERVED_FILES = 64  # descriptors kept for the workers' sockets and database connections
 BACKLOG = 512
 
 
@@ -107,7 +110,8 @@ class BoundedServer:
 
     One thread accepts connections and reads their request heads without blocking (selectors): a
     connection costs a buffer, not a thread, until its head is complete, and is closed when that takes
-    longer than HEAD_TIMEOUT or grows past MAX_HEAD; past MAX_WAITING the oldest is closed. Complete requests
+    longer than HEAD_TIMEOUT or grows past MAX_HEAD; past ``max_waiting`` (MAX_WAITING, or fewer when the
+    process may open fewer files) the oldest is closed. Complete requests
     go to a fixed number of worker threads through a queue of at most QUEUE; when it is full the request is
     answered 503 at once. A worker checks the token before any other work, and writes its answer within
     IO_TIMEOUT. So at most ``workers`` requests read the database at once.
@@ -130,6 +134,9 @@ class BoundedServer:
         self._selector = selectors.DefaultSelector()
         self._selector.register(self.socket, selectors.EVENT_READ)
         self._waiting: dict[socket.socket, _Waiting] = {}
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        limit = MAX_WAITING if soft == resource.RLIM_INFINITY else soft - RESERVED_FILES - 2 * workers
+        self.max_waiting = max(8, min(MAX_WAITING, limit))  # within the process's descriptors, whatever they are
         self._jobs: queue.Queue[tuple[socket.socket, Any, bytes] | None] = queue.Queue(QUEUE)
         self._workers = [threading.Thread(target=self._work, name=f"dashboard-worker-{i}", daemon=True)
                          for i in range(max(1, workers))]
@@ -174,10 +181,13 @@ class BoundedServer:
                 sock, address = self.socket.accept()
             except (BlockingIOError, InterruptedError):
                 return
-            except OSError:  # out of descriptors, say: let the waiting ones time out first
+            except OSError as exc:  # out of descriptors: make room by closing the oldest waiting connection
+                if exc.errno in (errno.EMFILE, errno.ENFILE) and self._waiting:
+                    self._drop(min(self._waiting.values(), key=lambda w: w.deadline))
+                    continue
                 return
             sock.setblocking(False)
-            if len(self._waiting) >= MAX_WAITING:
+            if len(self._waiting) >= self.max_waiting:
                 self._drop(min(self._waiting.values(), key=lambda w: w.deadline))
             self._waiting[sock] = _Waiting(sock, address, time.monotonic() + HEAD_TIMEOUT)
             self._selector.register(sock, selectors.EVENT_READ)

@@ -156,10 +156,13 @@ def test_a_gpu_hanging_on_a_file_while_the_others_go_idle(backend: tuple[str, st
                 gpus[gpu]["stuck"]) == ("idle", 0, None, False)
     llm1 = shown["stages"][1]
     assert (llm1["stage"], llm1["state"], llm1["in_flight"], llm1["end"]) == ("llm1", "stalled", 1, None)
+    assert llm1["eta_seconds"] is None and llm1["no_progress_seconds"] >= 88
     # events arriving (--quiet-after 300): the batch runs, and the GPU is stuck all the same, past 10 × its
     # usual 4 s per file
     running = report(capsys, dsn, table, b.batch, "--quiet-after", "300")
     assert running["state"] == "running" and [g["gpu"] for g in running["gpus"] if g["stuck"]] == [GPUS[2]]
+    llm1 = running["stages"][1]  # 88 s without an outcome, where one came every 4 s: no ETA
+    assert (llm1["state"], llm1["eta_seconds"]) == ("running", None) and llm1["no_progress_seconds"] >= 88
 
     server = serve("--dsn", dsn, "--table", table, "--quiet-after", "300")
     page = open_batch(browser, server.url, b.batch)
@@ -171,6 +174,7 @@ def test_a_gpu_hanging_on_a_file_while_the_others_go_idle(backend: tuple[str, st
         assert row.locator(".current .file").inner_text() == hung
         assert row.locator(".gpu-state").inner_text() == "stuck"
         assert row.locator(".age").inner_text().startswith("for 1m ")
+        assert page.locator('#stages tr[data-stage="llm1"] td.eta').inner_text().startswith("no progress for 1m ")
         for gpu in (GPUS[0], GPUS[1], GPUS[3]):
             assert page.locator(f'#gpus tr[data-gpu="{gpu}"] .gpu-state').inner_text() == "idle"
         group = page.locator("#errors details").first

@@ -11,7 +11,8 @@ it completed); the files seen. Waiting = total − completed − failed − in f
 Stages the batch declared (``batch_start`` metadata ``stages``) are all shown, those not begun as waiting
 with the files the stage before hands on, so progress is over the whole batch. Without declared stages
 progress is over the stages so far, and never 100% before ``batch_complete``. The ETA comes from the
-outcomes of the last RECENT_SECONDS (at least two chart slots): none while a stage makes no progress.
+outcomes of the last RECENT_SECONDS (at least two chart slots), and is withheld while a stage makes no
+progress: no outcome for SILENT_FACTOR times the recent gap between two (a GPU hung on the last files).
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ ENDED_FACTOR = 10  # quiet this many times --quiet-after with work left: the bat
 RECENT_SECONDS = 300.0  # the ETA's window of recent progress
 STUCK_FACTOR, STUCK_MIN = 10, 10.0  # an attempt is stuck past this many times the usual time per file (at least
 OUTCOMES = ("file_complete", "error")  # STUCK_MIN seconds), or past --quiet-after
+SILENT_FACTOR, SILENT_MIN = 5, 10.0  # a stage makes no progress when no outcome came for this many times its recent
+# gap between outcomes (at least SILENT_MIN seconds): its ETA is then withheld
 DECLARED, SO_FAR = "declared stages", "stages so far"
 PROGRESS, BATCH_START, PREVIOUS, SEEN = "progress events", "batch_start", "previous stage", "files seen"
 
@@ -212,6 +215,9 @@ def _stage(s: _Stage, trails: list[_Trail], batch_total: int | None, previous: d
     span = min(window, (now - s.first).total_seconds())
     recent_rate = recent_done * 60 / span if span >= MIN_SPAN else None
     stopped = s.last_outcome or s.first
+    silent = (now - stopped).total_seconds()
+    gap = 60 / recent_rate if recent_rate else None
+    progressing = gap is not None and silent <= max(SILENT_FACTOR * gap, SILENT_MIN)
     return {
         "stage": s.name, "state": state, "total": total, "total_from": source,
         "completed": completed, "failed": failed, "in_flight": in_flight, "waiting": waiting,
@@ -222,8 +228,8 @@ def _stage(s: _Stage, trails: list[_Trail], batch_total: int | None, previous: d
         "files_per_minute": None if rate is None else round(rate),
         "recent_files_per_minute": round(recent_rate) if ongoing and recent_rate is not None else None,
         "eta_seconds": round((waiting + in_flight) / recent_rate * 60, 1)
-        if state == states.RUNNING and recent_rate else None,
-        "no_progress_seconds": round((now - stopped).total_seconds(), 1) if ongoing and not recent_done else None,
+        if state == states.RUNNING and recent_rate and progressing else None,
+        "no_progress_seconds": round(silent, 1) if ongoing and not progressing else None,
     }
 
 

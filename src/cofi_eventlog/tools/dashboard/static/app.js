@@ -287,8 +287,8 @@ function errorsSection(data) {
   const sampled = data.errors_grouped < data.errors ? ` (the newest ${num(data.errors_grouped)} grouped)` : "";
   const csv = `/api/batches/${encodeURIComponent(data.batch)}/failed.csv`;
   return el("section", { id: "errors" }, el("h2", {}, `Errors: ${num(data.errors)}${sampled}, by stage, type and message`),
-    el("p", {}, el("a", { id: "failed-csv", href: csv, download: "" }, "failed files (CSV: file, stage, GPU, time, error type, message)"),
-      el("span", { class: "muted" }, " — every file whose latest attempt failed, to export or retry")),
+    data.errors ? el("p", {}, el("a", { id: "failed-csv", href: csv, download: "" }, "failed files (CSV: file, stage, GPU, time, error type, message)"),
+      el("span", { class: "muted" }, " — every file whose latest attempt failed, to export or retry")) : null,
     groups.length ? groups : el("p", { class: "muted" }, "none"),
     data.error_groups_left_off ? el("p", { class: "muted" }, `${num(data.error_groups_left_off)} smaller groups not shown`) : null);
 }
@@ -323,7 +323,7 @@ function drawBatch(batch, status, data) {
       el("b", { id: "errors-total" }, num(data.errors)), " errors · ", el("b", { id: "progress" }, pctText(data.progress_pct)),
       ` done, of the ${data.progress_of}`),
     el("p", { class: "summary" }, `first event ${utc(data.first_event)} · last ${utc(data.last_event)} (${duration(data.quiet_seconds)} ago) · ${rate}`),
-    stateNote(data),
+    ...[stateNote(data)].filter(Boolean),
     stagesTable(data), chart(data), gpusTable(data), errorsSection(data));
 }
 

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from playwright.sync_api import Browser, sync_playwright
 
-CHROMIUM = "/usr/bin/chromium"
+CHROMIUM = os.environ.get("COFI_EVENTLOG_TEST_CHROMIUM", "/usr/bin/chromium")  # another path: to try its absence
 
 
 def chromium_problem() -> str | None:

@@ -308,3 +308,18 @@ def test_a_simulate_batch_followed_to_its_end(tmp_path: Path, table_name: str, b
         if run.poll() is None:
             run.kill()
             run.wait()
+
+
+def test_without_chromium_the_browser_tests_skip_saying_how_to_install_it_and_fail_under_ci() -> None:
+    """A fresh machine: the README's test command passes, the browser tests skipped with the way to install
+    Chromium; CI (CI=true) fails instead of skipping."""
+    base = {k: v for k, v in os.environ.items() if k != "CI"}
+    base["COFI_EVENTLOG_TEST_CHROMIUM"] = "/nonexistent/chromium"
+    argv = [sys.executable, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider",
+            f"{Path(__file__).name}::test_recent_batches_list_and_its_links"]
+    fresh = subprocess.run(argv, cwd=Path(__file__).parent, env=base, capture_output=True, text=True, timeout=120)
+    assert fresh.returncode == 0, fresh.stdout
+    assert "SKIPPED [1]" in fresh.stdout and "apt-get install chromium" in fresh.stdout
+    ci = subprocess.run(argv, cwd=Path(__file__).parent, env={**base, "CI": "true"}, capture_output=True, text=True,
+                        timeout=120)
+    assert ci.returncode == 1 and "CI=true forbids skipping" in ci.stdout

@@ -4,7 +4,9 @@ Counts alone say how many attempts a GPU has open (starts − completions − er
 say which file, or since when, and that is what tells a hung GPU from a busy one. So for each GPU and stage
 with attempts open, its newest NEWEST attempts are read in one statement, then the latest event of each of
 those files; an attempt is open when no start, completion or error of its file and stage follows it. Both
-statements read the batch's index range and return at most MAX_FILES files: bounded however large the batch.
+statements read the batch's index range from the first start of those GPUs and stages on (for a running
+batch, its current stage), the first from its newest end, and return at most MAX_FILES files: bounded
+however large the batch.
 An attempt older than its GPU and stage's NEWEST newest ones (a worker killed long ago) stays counted, but
 unnamed.
 """
@@ -58,14 +60,15 @@ def in_flight(reader: Reader, t: str, batch: str, window: list[str], groups: lis
     busy = sorted(open_per_stage(groups), key=lambda key: (key[0], key[1] or ""))[:MAX_FILES // NEWEST]
     if not busy:
         return []
-    which = " OR ".join("(gpuIp = %s AND stage = %s)" if stage is not None else "(gpuIp = %s AND stage IS NULL)"
-                        for _, stage in busy)
-    rows = reader.fetchall(
-        f"SELECT gpuIp, stage, fileName, createdAt, eventId FROM (SELECT gpuIp, stage, fileName, createdAt, eventId, "
-        f"ROW_NUMBER() OVER (PARTITION BY gpuIp, stage ORDER BY createdAt DESC, eventId DESC) AS n FROM {t} "
-        f"WHERE batchId = %s AND eventType = 'file_start' AND createdAt BETWEEN %s AND %s AND fileName IS NOT NULL "
-        f"AND ({which})) newest WHERE n <= {NEWEST}",
-        [batch, *window, *(v for key in busy for v in key if v is not None)])
+    since = stored(min(g.first for g in groups if g.event_type == "file_start" and (g.gpu, g.stage) in busy))
+    parts, params = [], []
+    for n, (gpu, stage) in enumerate(busy):  # per GPU and stage: its index range walked from the newest end
+        parts.append(f"SELECT * FROM (SELECT gpuIp, stage, fileName, createdAt, eventId FROM {t} WHERE batchId = %s "
+                     f"AND eventType = 'file_start' AND createdAt BETWEEN %s AND %s AND gpuIp = %s AND "
+                     f"{'stage = %s' if stage is not None else 'stage IS NULL'} AND fileName IS NOT NULL "
+                     f"ORDER BY createdAt DESC LIMIT {NEWEST}) p{n}")
+        params += [batch, since, window[1], gpu, *([stage] if stage is not None else [])]
+    rows = reader.fetchall(" UNION ALL ".join(parts), params)
     if not rows:
         return []
     starts = [(str(gpu), stage, str(file), _at(at), bytes(eid)) for gpu, stage, file, at, eid in rows]

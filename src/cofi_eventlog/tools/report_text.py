@@ -10,6 +10,12 @@ from typing import Any
 from .batchview import duration
 
 _NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+_NOTES = {
+    "stalled": "no event for {quiet}, with work left",
+    "ended short": "ended short: it said it completed, or fell silent {quiet} ago, with work left",
+    "unconfirmed": "no event for {quiet}; it declared no stages and never logged batch_complete: nothing says it "
+                   "finished",
+}
 
 
 def printable(text: Any) -> str:
@@ -53,6 +59,9 @@ def render(report: dict[str, Any], *, top: int = 5) -> list[str]:
              f"{_n(r['progress_pct'])}% done (of the {r['progress_of']})",
              f"  first event {utc(r['first_event'])}, last {utc(r['last_event'])} "
              f"(over {duration(r['seconds'])}; nothing for {duration(r['quiet_seconds'])})"]
+    note = _NOTES.get(r["state"])
+    if note:
+        lines.append("  " + note.format(quiet=duration(r["quiet_seconds"])))
     if r["migrated"]:
         lines.append("  history migrated from processing_logs: no rates")
     elif r["events_per_second"] is not None:
@@ -104,7 +113,7 @@ def _gpus(r: dict[str, Any]) -> list[str]:
         state = g["state"].upper() if g["stuck"] else g["state"]
         lines.append(f"  {_clip(printable(g['gpu']), 18):<18} {state:<7} {_n(g['events']):>8} {_n(g['completed']):>9} "
                      f"{_n(g['failed']):>7} {_n(g['files_per_minute']):>9}  {utc(g['last_seen'], date=False):<9}  "
-                     f"{doing}")
+                     f"{doing}".rstrip())
     return lines
 
 

@@ -32,10 +32,12 @@ from .times import iso
 MIN_SPAN = 1.0  # seconds of events below which no rate is given: it would say nothing
 ENDED_FACTOR = 10  # quiet this many times --quiet-after with work left: the batch's process is gone
 RECENT_SECONDS = 300.0  # the ETA's window of recent progress
-STUCK_FACTOR, STUCK_MIN = 10, 10.0  # an attempt is stuck past this many times the usual time per file (at least
-OUTCOMES = ("file_complete", "error")  # STUCK_MIN seconds), or past --quiet-after
-SILENT_FACTOR, SILENT_MIN = 5, 10.0  # a stage makes no progress when no outcome came for this many times its recent
-# gap between outcomes (at least SILENT_MIN seconds): its ETA is then withheld
+# an attempt is stuck past STUCK_FACTOR times its stage's usual time per file (at least STUCK_MIN s), or past
+# --quiet-after; a stage makes no progress when no outcome came for SILENT_FACTOR times its recent gap between
+# two (at least SILENT_MIN s), and its ETA is then withheld
+STUCK_FACTOR, STUCK_MIN = 10, 10.0
+SILENT_FACTOR, SILENT_MIN = 5, 10.0
+OUTCOMES = ("file_complete", "error")
 DECLARED, SO_FAR = "declared stages", "stages so far"
 PROGRESS, BATCH_START, PREVIOUS, SEEN = "progress events", "batch_start", "previous stage", "files seen"
 

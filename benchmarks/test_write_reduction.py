@@ -31,11 +31,11 @@ def test_rows_halve_and_statements_fall_to_batches(benchmark: Any, summary: list
     legacy, buffered = result["legacy"], result["buffered"]
     events = Plan.make(FILES, 0.01).events()
     assert code == 0
-    assert legacy["events"] == buffered["events"] == events
+    assert legacy["events"] == events and buffered["events"] == events + 1  # + its batch_start
     assert 99_000 <= events <= 100_000  # 1% of the files fail at some stage and leave the batch
     assert legacy["rows_inserted"] == 2 * events  # ~200K
     assert legacy["insert_statements"] == 2 * events
-    assert buffered["rows_inserted"] == events  # ~100K
+    assert buffered["rows_inserted"] == events + 1  # ~100K
     assert buffered["insert_statements"] <= 100
     assert legacy["lost"] == buffered["lost"] == 0
     for shape, r in result.items():

@@ -15,66 +15,21 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
 
-import pytest
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from dashboard_support import browser, serve
+from playwright.sync_api import Browser, Page, expect
 
 from cofi_eventlog import EventLogger
 from cofi_eventlog.database import Database
 from cofi_eventlog.sinks import mysql_connect
 
-CHROMIUM = "/usr/bin/chromium"
+__all__ = ["browser", "serve"]  # fixtures
 HOSTILE_FILE = '<img src=x onerror="window.__pwned=1">.wav'
 HOSTILE_MESSAGE = "<script>window.__pwned=2</script> failed"
 HOSTILE_PAYLOAD = "<img src=x onerror=window.__pwned=3>"
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    if not os.access(CHROMIUM, os.X_OK):
-        pytest.fail(f"{CHROMIUM} is missing: install Debian's chromium (apt-get install chromium; .ci/run does)")
-    with sync_playwright() as p:
-        launched = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu",
-                                                                     "--disable-dev-shm-usage"])
-        yield launched
-        launched.close()
-
-
-class Server:
-    """A ``cofi-eventlog dashboard`` process on a free port."""
-
-    def __init__(self, *args: str, env: dict[str, str] | None = None) -> None:
-        self.process = subprocess.Popen([sys.executable, "-m", "cofi_eventlog", "dashboard", "--port", "0", *args],
-                                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                        env={**os.environ, **(env or {})})
-        assert self.process.stdout is not None
-        line = self.process.stdout.readline()
-        found = re.search(r"at (http://\S+/) ", line)
-        if found is None:
-            self.stop()
-            raise AssertionError(f"dashboard did not start: {line!r}")
-        self.url = found.group(1)
-
-    def stop(self) -> None:
-        self.process.terminate()
-        self.process.wait(10)
-
-
-@pytest.fixture
-def serve() -> Iterator[Any]:
-    started: list[Server] = []
-
-    def start(*args: str, env: dict[str, str] | None = None) -> Server:
-        started.append(Server(*args, env=env))
-        return started[-1]
-
-    yield start
-    for server in started:
-        server.stop()
 
 
 class QueryRecorder:
@@ -253,6 +208,8 @@ def test_recent_batches_list_and_its_links(tmp_path: Path, table_name: str, brow
         assert older.locator(".state").inner_text() == "completed" and older.locator("td.pct").inner_text() == "100.0%"
         assert page.locator('#batches tr[data-batch="newer"] td.errors').inner_text() == "1"
         assert page.locator("#recent-errors").inner_text() == "1"
+        assert page.locator("#recent-line").inner_text() == "Errors in the last 15 minutes, all batches: 1 — newer (1)"
+        assert page.locator("#recent-line a").get_attribute("href") == "/batches/newer"
         older.locator("a.batch").click()
         page.wait_for_url(server.url + "batches/older")
         page.locator("#state").wait_for()
@@ -336,8 +293,9 @@ def test_a_simulate_batch_followed_to_its_end(tmp_path: Path, table_name: str, b
         opened = group.get_attribute("data-key")
         if keep:
             page.screenshot(path=keep, full_page=True)
-        assert run.wait(300) == 0
-        expect(page.locator("#state")).to_have_text("completed", timeout=20_000)
+        assert run.wait(300) == 0  # the legacy shape declares no stages and logs no batch_complete:
+        expect(page.locator("#state")).to_have_text("unconfirmed", timeout=20_000)  # nothing says it finished
+        assert "never logged batch_complete" in page.locator("#state-note").inner_text()
         expect(page.locator("#stages tr[data-stage]")).to_have_count(5)
         events = int(page.locator("#events").inner_text().replace(",", ""))
         with Database(dsn) as db:
@@ -350,3 +308,18 @@ def test_a_simulate_batch_followed_to_its_end(tmp_path: Path, table_name: str, b
         if run.poll() is None:
             run.kill()
             run.wait()
+
+
+def test_without_chromium_the_browser_tests_skip_saying_how_to_install_it_and_fail_under_ci() -> None:
+    """A fresh machine: the README's test command passes, the browser tests skipped with the way to install
+    Chromium; CI (CI=true) fails instead of skipping."""
+    base = {k: v for k, v in os.environ.items() if k != "CI"}
+    base["COFI_EVENTLOG_TEST_CHROMIUM"] = "/nonexistent/chromium"
+    argv = [sys.executable, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider",
+            f"{Path(__file__).name}::test_recent_batches_list_and_its_links"]
+    fresh = subprocess.run(argv, cwd=Path(__file__).parent, env=base, capture_output=True, text=True, timeout=120)
+    assert fresh.returncode == 0, fresh.stdout
+    assert "SKIPPED [1]" in fresh.stdout and "apt-get install chromium" in fresh.stdout
+    ci = subprocess.run(argv, cwd=Path(__file__).parent, env={**base, "CI": "true"}, capture_output=True, text=True,
+                        timeout=120)
+    assert ci.returncode == 1 and "CI=true forbids skipping" in ci.stdout

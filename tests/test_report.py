@@ -92,7 +92,12 @@ def test_the_figures(backend: tuple[str, str], capsys: pytest.CaptureFixture[str
     assert groups == {("lid", None, "audio too short: <n> s"): 2, ("llm1", "KeyError", "'lang'"): 1,
                       ("llm1", "TimeoutError", "<n> s"): 1}
     gpus = {g["gpu"]: g for g in result["gpus"]}
-    assert set(gpus) == set(GPUS) and not any(g["quiet"] for g in gpus.values())
+    assert set(gpus) == set(GPUS) and not any(g["stuck"] for g in gpus.values())
+    # llm1's file 7 (retrying) and 15 (never ended) are open on 10.0.0.12; 15 is the newer
+    assert (gpus["10.0.0.11"]["state"], gpus["10.0.0.11"]["in_flight"], gpus["10.0.0.11"]["current"]) == \
+        ("idle", 0, None)
+    assert (gpus["10.0.0.12"]["state"], gpus["10.0.0.12"]["in_flight"]) == ("working", 2)
+    assert {k: gpus["10.0.0.12"]["current"][k] for k in ("file", "stage")} == {"file": "f15.wav", "stage": "llm1"}
     assert (gpus["10.0.0.11"]["failed"], gpus["10.0.0.12"]["failed"]) == (2, 2)  # files 4, 4, 7, 9
     with Database(dsn) as db:
         first, last, completions = db.fetchall(f"SELECT MIN(createdAt), MAX(createdAt), SUM(CASE WHEN eventType = "
@@ -182,7 +187,9 @@ def test_newest_batch_by_time_and_figures_of_a_simulate_run(backend: tuple[str, 
         result = report(capsys, dsn, table)
         assert result["batch"] == run["buffered"]["batch_id"]
         plan = Plan.make(150, 0.06)
-        assert result["events"] == plan.events() and result["state"] == "running"
+        assert result["events"] == plan.events() + 1  # + its batch_start, which declared the five stages
+        assert result["state"] == "completed"  # every declared stage done, though no batch_complete
+        assert result["declared_stages"] == list(STAGES_RUN) and result["files"] == 150
         for index, stage in enumerate(result["stages"]):
             reached = [i for i in range(150) if plan.failures.get(i, len(STAGES_RUN)) >= index]
             failed = [i for i in reached if plan.failures.get(i) == index]

@@ -56,9 +56,9 @@ def check_shapes(result: dict[str, Any], files: int, failure_rate: float = 0.01)
     events = Plan.make(files, failure_rate).events()
     legacy, buffered = result["legacy"], result["buffered"]
     assert set(legacy) >= KEYS and set(buffered) >= KEYS
-    assert legacy["events"] == buffered["events"] == events
+    assert legacy["events"] == events and buffered["events"] == events + 1  # + its batch_start (declared stages)
     assert legacy["rows_inserted"] == legacy["rows_found"] == 2 * events
-    assert buffered["rows_inserted"] == buffered["rows_found"] == events
+    assert buffered["rows_inserted"] == buffered["rows_found"] == events + 1
     assert legacy["lost"] == buffered["lost"] == 0
     assert legacy["batch_id"] != buffered["batch_id"]
     return events
@@ -80,11 +80,11 @@ def test_sqlite_json_counts(capsys: pytest.CaptureFixture[str], sqlite_dsn: str,
     legacy, buffered = result["legacy"], result["buffered"]
     # SQLite steps a prepared INSERT once per row, executemany or not: statements follow rows there...
     assert legacy["insert_statements"] == 2 * events
-    assert buffered["insert_statements"] == events
+    assert buffered["insert_statements"] == events + 1
     # ...and the saving is in commits: one per row before, one per batch of 1000 after
     assert legacy["transactions"] == 2 * events
     assert buffered["transactions"] <= events / 500
-    assert buffered["writer"]["written"] == events and buffered["flushed"] is True
+    assert buffered["writer"]["written"] == events + 1 and buffered["flushed"] is True
 
 
 def test_sqlite_rows_carry_the_failures(capsys: pytest.CaptureFixture[str], sqlite_dsn: str,
@@ -119,8 +119,8 @@ def test_sqlite_two_workers_and_a_rerun(capsys: pytest.CaptureFixture[str], sqli
     again = simulate(capsys, sqlite_dsn, tables, "--files", "150", "--workers", "2")  # same tables, new batch ids
     check_shapes(again, 150)
     assert again["buffered"]["batch_id"] != first["buffered"]["batch_id"]
-    with Database(sqlite_dsn) as db:  # each run leaves a legacy and a buffered row per event in the events table
-        assert db.scalar(f"SELECT COUNT(*) FROM {db.name(tables[0])}") == 2 * (events + events)
+    with Database(sqlite_dsn) as db:  # each run: a legacy and a buffered row per event, and a batch_start
+        assert db.scalar(f"SELECT COUNT(*) FROM {db.name(tables[0])}") == 2 * (events + events) + 2
 
 
 def test_mysql_both_shapes(capsys: pytest.CaptureFixture[str], mysql_dsn: str,
@@ -141,7 +141,7 @@ def test_mysql_buffered_2000_files(capsys: pytest.CaptureFixture[str], mysql_dsn
     assert set(result) == {"buffered"}
     buffered = result["buffered"]
     events = Plan.make(2000, 0.01).events()
-    assert buffered["events"] == buffered["rows_inserted"] == buffered["rows_found"] == events
+    assert buffered["events"] == buffered["rows_inserted"] == buffered["rows_found"] == events + 1  # + batch_start
     assert 0 < buffered["insert_statements"] <= events / 500
     assert buffered["lost"] == 0
 
@@ -180,7 +180,7 @@ def test_named_tables_are_used_and_kept(capsys: pytest.CaptureFixture[str], sqli
     result = simulate(capsys, sqlite_dsn, tables, "--files", "20")
     events = check_shapes(result, 20)
     with Database(sqlite_dsn) as db:
-        assert db.scalar(f"SELECT COUNT(*) FROM {db.name(tables[0])}") == 2 * events  # a row per shape and event
+        assert db.scalar(f"SELECT COUNT(*) FROM {db.name(tables[0])}") == 2 * events + 1  # a row per shape and event
         assert db.scalar(f"SELECT COUNT(*) FROM {db.name(tables[1])}") == events  # the legacy shape's other row
 
 
@@ -193,8 +193,8 @@ def test_default_is_a_temporary_sqlite_and_prints_the_table(capsys: pytest.Captu
     assert "(temporary, deleted after the run)" in out.out
     lines = {line[:27].strip(): line[27:].split() for line in out.out.splitlines()}
     events = Plan.make(40, 0.01).events()
-    assert lines["events"] == [f"{events:,}", f"{events:,}"]
-    assert lines["rows inserted"] == [f"{2 * events:,}", f"{events:,}", "2.0×"]
+    assert lines["events"] == [f"{events:,}", f"{events + 1:,}"]  # buffered: + its batch_start
+    assert lines["rows inserted"] == [f"{2 * events:,}", f"{events + 1:,}", "2.0×"]
     assert lines["events lost"] == ["0", "0"]
     assert "legacy: " in out.err and "buffered: " in out.err
     assert list(tmp_path.iterdir()) == []  # the temporary database is gone

@@ -10,6 +10,12 @@ from typing import Any
 from .batchview import duration
 
 _NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+_NOTES = {
+    "stalled": "no event for {quiet}, with work left",
+    "ended short": "ended short: it said it completed, or fell silent {quiet} ago, with work left",
+    "unconfirmed": "no event for {quiet}; it declared no stages and never logged batch_complete: nothing says it "
+                   "finished",
+}
 
 
 def printable(text: Any) -> str:
@@ -50,9 +56,12 @@ def render(report: dict[str, Any], *, top: int = 5) -> list[str]:
     files = f"{_n(r['files'])} files (from {r['files_from']})" if r["files"] is not None else "no files"
     lines = [f"batch {printable(r['batch'])} in {r['table']}: {r['state'].upper()}",
              f"  {files}, {_n(r['events'])} events, {_n(r['errors'])} errors, "
-             f"{_n(r['progress_pct'])}% done",
+             f"{_n(r['progress_pct'])}% done (of the {r['progress_of']})",
              f"  first event {utc(r['first_event'])}, last {utc(r['last_event'])} "
              f"(over {duration(r['seconds'])}; nothing for {duration(r['quiet_seconds'])})"]
+    note = _NOTES.get(r["state"])
+    if note:
+        lines.append("  " + note.format(quiet=duration(r["quiet_seconds"])))
     if r["migrated"]:
         lines.append("  history migrated from processing_logs: no rates")
     elif r["events_per_second"] is not None:
@@ -63,6 +72,8 @@ def render(report: dict[str, Any], *, top: int = 5) -> list[str]:
     for s in r["stages"]:
         pct = f"{s['progress_pct']:.1f}%" if s["progress_pct"] is not None else "-"
         eta = duration(s["eta_seconds"]) if s["eta_seconds"] is not None else "-"
+        if s["no_progress_seconds"] is not None:
+            eta = f"no progress for {duration(s['no_progress_seconds'])}"
         lines.append(f"  {_clip(printable(s['stage']), 14):<14} {s['state']:<11} {_n(s['total']):>8} "
                      f"{_n(s['completed']):>9} {_n(s['failed']):>7} {_n(s['in_flight']):>9} {_n(s['waiting']):>8} "
                      f"{pct:>6}  {utc(s['first_event'], date=False):<9} {utc(s['end'], date=False):<9} "
@@ -90,16 +101,27 @@ def _errors(r: dict[str, Any], top: int) -> list[str]:
 def _gpus(r: dict[str, Any]) -> list[str]:
     if not r["gpus"]:
         return ["GPUs: none recorded"]
-    lines = [f"  {'gpu':<18} {'events':>8} {'completed':>9} {'failed':>7} {'files/min':>9}  last seen UTC"]
+    lines = [f"  {'gpu':<18} {'state':<7} {'events':>8} {'completed':>9} {'failed':>7} {'files/min':>9}  "
+             "last seen  in flight"]
     for g in r["gpus"]:
-        quiet = f"  QUIET for {duration(g['quiet_seconds'])}" if g["quiet"] else ""
-        lines.append(f"  {_clip(printable(g['gpu']), 18):<18} {_n(g['events']):>8} {_n(g['completed']):>9} "
-                     f"{_n(g['failed']):>7} {_n(g['files_per_minute']):>9}  {utc(g['last_seen'], date=False)}{quiet}")
+        doing = ""
+        if g["current"] is not None:
+            doing = (f"{g['in_flight']}, {_clip(printable(g['current']['file']), 40)} in "
+                     f"{printable(g['current']['stage'])} for {duration(g['oldest_in_flight_seconds'])}")
+        elif g["in_flight"]:
+            doing = str(g["in_flight"])
+        state = g["state"].upper() if g["stuck"] else g["state"]
+        lines.append(f"  {_clip(printable(g['gpu']), 18):<18} {state:<7} {_n(g['events']):>8} {_n(g['completed']):>9} "
+                     f"{_n(g['failed']):>7} {_n(g['files_per_minute']):>9}  {utc(g['last_seen'], date=False):<9}  "
+                     f"{doing}".rstrip())
     return lines
 
 
 def render_recent_errors(found: dict[str, Any]) -> list[str]:
-    lines = [f"errors since {utc(found['since'])}, all batches: {_n(found['errors'])}"]
+    more = "more than " if found["errors_more"] else ""
+    lines = [f"errors since {utc(found['since'])}, all batches: {more}{_n(found['errors'])}"]
+    if found["sampled"] < found["errors"]:
+        lines.append(f"  (per batch: the newest {_n(found['sampled'])})")
     for b in found["batches"]:
         lines.append(f"  {b['errors']:>7,}  {printable(b['batch'])} (last {utc(b['last'], date=False)})")
     return lines

@@ -13,6 +13,8 @@
    their time (written by other code, such as the legacy rows of ``simulate``) make the two differ, and
    the pass is done again over the batch index.
 4. The newest event's id: a batch whose newest event was migrated from processing_logs is history.
+5. The stages its newest ``batch_start`` declared (``metadata.stages``), one index look-up.
+6. Per GPU, its newest attempts and whether anything followed them (inflight.py): what it has in flight.
 """
 
 from __future__ import annotations
@@ -21,7 +23,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+import orjson
+
 from ...events import MIGRATED_MARK
+from .inflight import Attempt, in_flight
 from .reader import Reader
 from .times import micros, moment, stored
 
@@ -72,6 +77,8 @@ class BatchData:
     groups: list[Group] = field(default_factory=list)
     errors: list[ErrorEvent] = field(default_factory=list)
     migrated: bool = False
+    declared: list[str] | None = None  # the stages batch_start declared, in order
+    attempts: list[Attempt] = field(default_factory=list)  # per GPU, its newest attempts without an outcome
 
     @property
     def fingerprint(self) -> tuple[int, datetime]:
@@ -101,7 +108,26 @@ def collect(reader: Reader, table: str, batch: str) -> BatchData | None:
     data.events = sum(g.events for g in data.groups)
     newest = reader.scalar(f"SELECT eventId FROM {t} WHERE batchId = %s ORDER BY createdAt DESC LIMIT 1", (batch,))
     data.migrated = newest is not None and bytes(newest)[8:10] == MIGRATED_MARK
+    data.declared = _declared(reader, t, batch)
+    data.attempts = in_flight(reader, t, batch, window, data.groups)
     return data
+
+
+def _declared(reader: Reader, t: str, batch: str) -> list[str] | None:
+    """The stages of the newest batch_start that declared any (a list of names in its metadata)."""
+    rows = reader.fetchall(f"SELECT metadata FROM {t} WHERE batchId = %s AND eventType = 'batch_start' "
+                           "ORDER BY createdAt DESC LIMIT 20", (batch,))
+    for (metadata,) in rows:
+        if metadata is None:
+            continue
+        text = metadata.decode("utf-8", "replace") if isinstance(metadata, (bytes, bytearray)) else str(metadata)
+        try:
+            stages = orjson.loads(text).get("stages")
+        except (orjson.JSONDecodeError, AttributeError):
+            continue
+        if isinstance(stages, list) and stages and all(isinstance(n, str) and n for n in stages):
+            return list(dict.fromkeys(stages))
+    return None
 
 
 def _errors(reader: Reader, t: str, batch: str, window: list[str]) -> list[ErrorEvent]:

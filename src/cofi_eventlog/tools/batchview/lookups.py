@@ -67,18 +67,31 @@ def _parsed(metadata: Any) -> Any:
         return text
 
 
-def errors_since(reader: Reader, table: str, since: datetime) -> dict[str, Any]:
-    """Error events of every batch since a time: per batch, how many and when the last was.
+def errors_since(reader: Reader, table: str, since: datetime, *, count_up_to: int | None = None,
+                 sample: int = 5000) -> dict[str, Any]:
+    """Error events of every batch since a time: how many in all (exact, or up to ``count_up_to``), and per
+    batch how many and when the last was among the newest ``sample`` of them.
 
-    Served by the (createdAt, eventType) index, which reads only the time range asked for; the rows are
+    Both statements read the (createdAt, eventType) index over the time range asked for, and both are
+    bounded: a flood of errors makes neither the answer nor the work grow past its limits. The rows are
     counted here, as a GROUP BY batchId would tempt a planner into scanning a batch index whole."""
+    t = reader.name(table)
+    where = f"FROM {t} WHERE createdAt >= %s AND eventType = 'error'"
+    if count_up_to is None:
+        total = int(reader.scalar(f"SELECT COUNT(*) {where}", (stored(since),)) or 0)
+    else:
+        total = int(reader.scalar(f"SELECT COUNT(*) FROM (SELECT 1 {where} LIMIT {int(count_up_to) + 1}) capped",
+                                  (stored(since),)) or 0)
     per_batch: dict[str, list[Any]] = {}
-    for batch, at in reader.fetchall(f"SELECT batchId, createdAt FROM {reader.name(table)} "
-                                     "WHERE createdAt >= %s AND eventType = 'error'", (stored(since),)):
+    rows = reader.fetchall(f"SELECT batchId, createdAt {where} ORDER BY createdAt DESC LIMIT {int(sample)}",
+                           (stored(since),))
+    for batch, at in rows:
         when = moment(at)
         entry = per_batch.setdefault(str(batch), [0, when])
         entry[0] += 1
         entry[1] = max(entry[1], when) if when and entry[1] else when
     batches = [{"batch": b, "errors": n, "last": iso(last)}
                for b, (n, last) in sorted(per_batch.items(), key=lambda item: -item[1][0])]
-    return {"since": iso(since), "errors": sum(b["errors"] for b in batches), "batches": batches}
+    more = count_up_to is not None and total > count_up_to
+    return {"since": iso(since), "errors": min(total, count_up_to) if more and count_up_to is not None else total,
+            "errors_more": more, "sampled": len(rows), "batches": batches}

@@ -33,12 +33,15 @@ def micros(value: datetime) -> int:
 
 
 def duration(seconds: float | None) -> str:
-    """'2h 03m', '4m 05s', '12.3 s'."""
+    """'64d 15h', '2h 03m', '4m 05s', '12.3 s'."""
     if seconds is None:
         return "-"
     if seconds < 60:
         return f"{seconds:.1f} s"
     whole = round(seconds)
-    hours, rest = divmod(whole, 3600)
+    days, rest = divmod(whole, 86400)
+    hours, rest = divmod(rest, 3600)
     minutes, secs = divmod(rest, 60)
+    if days:
+        return f"{days}d {hours:02d}h"
     return f"{hours}h {minutes:02d}m" if hours else f"{minutes}m {secs:02d}s"

@@ -14,15 +14,19 @@ from .lookups import errors_since, recent_batches
 from .reader import Reader
 from .times import iso
 
-SUMMARY = ("batch", "state", "migrated", "files", "files_from", "progress_pct", "events", "errors", "first_event",
-           "last_event", "quiet_seconds")
+SUMMARY = ("batch", "state", "migrated", "files", "files_from", "progress_pct", "progress_of", "events", "errors",
+           "first_event", "last_event", "quiet_seconds")
 RECENT_ERRORS = timedelta(minutes=15)
+RECENT_ERRORS_COUNTED = 100_000  # the list page counts recent errors up to this, then says "more than"
+RECENT_ERRORS_SAMPLED = 2_000  # and attributes the newest this many to their batches
 
 
 class BatchViews:
-    def __init__(self, table: str, *, quiet_after: float = 60.0, keep: int = 256) -> None:
+    def __init__(self, table: str, *, quiet_after: float = 60.0, ended_after: float | None = None,
+                 keep: int = 256) -> None:
         self.table = table
         self.quiet_after = quiet_after
+        self.ended_after = ended_after
         self._keep = keep
         self._data: OrderedDict[str, BatchData] = OrderedDict()
         self._lock = threading.Lock()
@@ -32,7 +36,7 @@ class BatchViews:
         data = self._current(reader, batch)
         if data is None:
             return None
-        return figures(data, self.table, now=now, quiet_after=self.quiet_after)
+        return figures(data, self.table, now=now, quiet_after=self.quiet_after, ended_after=self.ended_after)
 
     def batches(self, reader: Reader, *, limit: int = 20, now: datetime | None = None) -> dict[str, Any]:
         """The most recent batches (by last event) in summary, and the errors of the last minutes."""
@@ -46,8 +50,9 @@ class BatchViews:
                              "in_flight": sum(s["in_flight"] for s in stages),
                              "waiting": sum(s["waiting"] for s in stages),
                              "stages": [s["stage"] for s in stages]})
-        return {"table": self.table, "now": iso(now), "limit": limit,
-                "batches": rows, "recent_errors": errors_since(reader, self.table, now - RECENT_ERRORS)}
+        recent = errors_since(reader, self.table, now - RECENT_ERRORS, count_up_to=RECENT_ERRORS_COUNTED,
+                              sample=RECENT_ERRORS_SAMPLED)
+        return {"table": self.table, "now": iso(now), "limit": limit, "batches": rows, "recent_errors": recent}
 
     def _current(self, reader: Reader, batch: str) -> BatchData | None:
         with self._lock:

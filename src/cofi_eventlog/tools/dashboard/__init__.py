@@ -20,7 +20,7 @@ from ..batchview import Reader
 from ..command import add_command
 from ..dsn_option import add_dsn_option, require_dsn
 from .access import TOKEN_ENV, check_bind
-from .server import Dashboard, serve
+from .server import WORKERS, Dashboard, serve
 
 
 def register(subparsers: Any) -> None:
@@ -32,8 +32,12 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--token", help=f"required on every request; needed to bind anything but loopback "
                                         f"(default: ${TOKEN_ENV})")
     parser.add_argument("--quiet-after", type=float, default=60.0, metavar="SECONDS",
-                        help="a batch or GPU with no event for this long is no longer running (default: "
-                             "%(default)s)")
+                        help="a batch with no event for this long is no longer running, an attempt open this "
+                             "long is stuck (default: %(default)s)")
+    parser.add_argument("--ended-after", type=float, metavar="SECONDS",
+                        help="a batch quiet this long with work left has ended short (default: 10 × --quiet-after)")
+    parser.add_argument("--workers", type=int, default=WORKERS,
+                        help="requests answered at once, each with a database connection (default: %(default)s)")
     parser.set_defaults(run=run)
 
 
@@ -46,8 +50,10 @@ def run(args: argparse.Namespace) -> int:
             if not reader.table_exists(args.table):
                 raise ValueError(f"{args.table} does not exist in {reader.dsn.redacted()}")
             shown = reader.dsn.redacted()
-        server = serve(Dashboard(dsn, args.table, token, quiet_after=args.quiet_after),
-                       args.host, args.port)
+        if args.workers < 1:
+            raise ValueError("--workers must be at least 1")
+        server = serve(Dashboard(dsn, args.table, token, quiet_after=args.quiet_after, ended_after=args.ended_after),
+                       args.host, args.port, workers=args.workers)
     except (SinkError, ValueError, OSError) as exc:
         print(f"dashboard: {exc}", file=sys.stderr)
         return 2

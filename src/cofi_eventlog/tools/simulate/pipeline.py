@@ -153,8 +153,11 @@ def run_buffered(job: Job, progress: Any) -> WorkerResult:
     logger = EventLogger.configure(job.dsn, table=job.table, on_connect=counter.attach,
                                    spool_dir=job.spool_dir)
     result = WorkerResult(job.worker, started=time.monotonic())
+    if job.worker == 0:  # the batch declares its stages, as a pipeline's orchestrator does: one event more
+        EventLogger.batch_started(job.batch_id, total_files=job.plan.files, metadata={"stages": list(STAGES)})
     result.events, result.caller_seconds = run_stages(EventLogger, job.plan, job.files, job.batch_id,
                                                       job.gpu_ip, progress, job.worker)
+    result.events += int(job.worker == 0)
     result.flushed = logger.flush(FLUSH_TIMEOUT)
     result.durable = time.monotonic()
     counter.before_close()

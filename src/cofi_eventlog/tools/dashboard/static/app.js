@@ -14,7 +14,7 @@ function el(tag, props, ...children) {
     else if (key === "on") for (const [name, fn] of Object.entries(value)) node.addEventListener(name, fn);
     else node.setAttribute(key, String(value));
   }
-  for (const child of children.flat()) {
+  for (const child of children.flat(Infinity)) {
     if (child === null || child === undefined || child === false) continue;
     node.append(child instanceof Node ? child : document.createTextNode(String(child)));
   }
@@ -24,13 +24,14 @@ function el(tag, props, ...children) {
 function svg(tag, attrs, ...children) {
   const node = document.createElementNS(SVG, tag);
   for (const [key, value] of Object.entries(attrs || {})) node.setAttribute(key, String(value));
-  for (const child of children.flat()) {
+  for (const child of children.flat(Infinity)) {
     if (child !== null && child !== undefined) node.append(child instanceof Node ? child : document.createTextNode(String(child)));
   }
   return node;
 }
 
 const num = (v) => (v === null || v === undefined ? "-" : Number(v).toLocaleString("en-US"));
+const whole = (v) => (v === null || v === undefined ? "-" : Math.round(v).toLocaleString("en-US"));
 const utc = (iso) => (iso ? iso.replace("T", " ").slice(0, 19) + " UTC" : "-");
 const clock = (iso) => (iso ? iso.slice(11, 19) : "-");
 const text = (v) => (v === null || v === undefined ? "-" : String(v));
@@ -38,11 +39,14 @@ const text = (v) => (v === null || v === undefined ? "-" : String(v));
 function duration(seconds) {
   if (seconds === null || seconds === undefined) return "-";
   if (seconds < 60) return seconds.toFixed(1) + " s";
-  const whole = Math.round(seconds), h = Math.floor(whole / 3600), m = Math.floor((whole % 3600) / 60), s = whole % 60;
+  const all = Math.round(seconds), d = Math.floor(all / 86400), h = Math.floor((all % 86400) / 3600);
+  const m = Math.floor((all % 3600) / 60), s = all % 60;
+  if (d) return `${d}d ${String(h).padStart(2, "0")}h`;
   return h ? `${h}h ${String(m).padStart(2, "0")}m` : `${m}m ${String(s).padStart(2, "0")}s`;
 }
 
-const badge = (state, id) => el("span", { class: "state " + state.replace(" ", "-"), id }, state);
+const badge = (state, id) => el("span", { class: "state " + state.replaceAll(" ", "-"), id }, state);
+const pctText = (v) => (v === null || v === undefined ? "-" : v.toFixed(1) + "%");
 
 async function getJSON(path) {
   const started = performance.now();
@@ -58,17 +62,33 @@ function setLive(message, down) {
 }
 
 // Poll a JSON address and redraw; the pause grows with the server's answer time, so a slow database
-// is not asked more often than it can answer.
+// is not asked more often than it can answer. While the database (503) or the dashboard does not answer,
+// the figures drawn last stay, and the header says since when they are stale.
 function follow(path, every, draw) {
+  let shown = null, down = null;
+  const stale = (why) => {
+    down = down || new Date().toISOString();
+    setLive(`${why} since ${clock(down)} UTC · figures from ${shown ? clock(shown) + " UTC" : "never"}, retrying`, true);
+    document.body.classList.add("stale");
+  };
   const tick = async () => {
     let pause = every;
     try {
       const { status, body, took } = await getJSON(path);
-      draw(status, body);
-      setLive(`updated ${clock(body.now || new Date().toISOString())} UTC · live`, false);
       pause = Math.max(every, took * 4);
+      if (status === 503 && shown) {
+        stale("database not answering");
+      } else {
+        draw(status, body);
+        if (status === 503) { stale("database not answering"); } else {
+          shown = body.now || new Date().toISOString();
+          down = null;
+          document.body.classList.remove("stale");
+          setLive(`updated ${clock(shown)} UTC · live`, false);
+        }
+      }
     } catch (err) {
-      setLive("connection lost, retrying", true);
+      stale("dashboard not answering");
     }
     setTimeout(tick, pause);
   };
@@ -101,16 +121,19 @@ function drawList(status, data) {
     el("td", {}, badge(b.state)),
     el("td", { class: "files" }, num(b.files)),
     el("td", { class: "bar" }, progressBar([["completed", b.progress_pct || 0], ["waiting", 100 - (b.progress_pct || 0)]], 100)),
-    el("td", { class: "pct" }, b.progress_pct === null ? "-" : b.progress_pct.toFixed(1) + "%"),
+    el("td", { class: "pct", title: "of the " + b.progress_of }, pctText(b.progress_pct),
+      b.progress_of === "stages so far" && b.state !== "completed" ? el("div", { class: "muted" }, "stages so far") : null),
     el("td", { class: "errors" }, num(b.errors)),
     el("td", { class: "in_flight" }, num(b.in_flight)),
     el("td", {}, utc(b.first_event)),
     el("td", {}, utc(b.last_event), el("div", { class: "muted" }, duration(b.quiet_seconds) + " ago"))));
   app.replaceChildren(
     el("h1", {}, "Recent batches"),
-    el("p", { class: "summary" }, "Errors in the last 15 minutes, all batches: ", el("b", { id: "recent-errors" }, num(recent.errors)),
+    el("p", { class: "summary", id: "recent-line" }, "Errors in the last 15 minutes, all batches: ",
+      el("b", { id: "recent-errors" }, (recent.errors_more ? "more than " : "") + num(recent.errors)),
       recent.batches.length ? " — " : "",
-      recent.batches.slice(0, 8).map((b, i) => [i ? ", " : "", el("a", { href: "/batches/" + encodeURIComponent(b.batch) }, b.batch), ` (${num(b.errors)})`])),
+      recent.batches.slice(0, 8).map((b, i) => [i ? ", " : "", el("a", { href: "/batches/" + encodeURIComponent(b.batch) }, b.batch), ` (${num(b.errors)})`]),
+      recent.sampled < recent.errors ? ` (per batch: the newest ${num(recent.sampled)})` : ""),
     el("section", {}, el("table", { id: "batches" },
       el("thead", {}, el("tr", {}, ["batch", "state", "files", "progress", "", "errors", "in flight", "first event", "last event"].map((h) => el("th", {}, h)))),
       el("tbody", {}, rows.length ? rows : el("tr", {}, el("td", { class: "muted" }, "no batches yet"))))));
@@ -128,13 +151,17 @@ function stagesTable(data) {
     el("td", { class: "bar" }, progressBar(SEGMENTS.map(([k]) => [k, s[k]]), s.total)),
     el("td", { class: "total", title: "from " + s.total_from }, num(s.total)),
     SEGMENTS.map(([k]) => el("td", { class: k }, num(s[k]))),
-    el("td", { class: "pct" }, s.progress_pct === null ? "-" : s.progress_pct.toFixed(1) + "%"),
+    el("td", { class: "pct" }, pctText(s.progress_pct)),
     el("td", {}, clock(s.first_event)),
-    el("td", {}, clock(s.end)),
+    el("td", { class: "end" }, clock(s.end)),
     el("td", {}, duration(s.seconds)),
-    el("td", {}, num(s.files_per_minute)),
-    el("td", { class: "eta" }, s.eta_seconds === null ? "-" : duration(s.eta_seconds))));
-  return el("section", { id: "stages" }, el("h2", {}, "Stages"),
+    el("td", { class: "rate", title: "average; recent: " + whole(s.recent_files_per_minute) }, whole(s.files_per_minute)),
+    el("td", { class: "eta" }, s.no_progress_seconds !== null
+      ? el("span", { class: "alarm" }, `no progress for ${duration(s.no_progress_seconds)}`)
+      : s.eta_seconds === null ? "-" : duration(s.eta_seconds))));
+  const of = data.progress_of === "declared stages" ? "the stages it declared" :
+    "the stages so far (it declared none: more may follow)";
+  return el("section", { id: "stages" }, el("h2", {}, "Stages ", el("span", { class: "muted", id: "progress-of" }, "— " + of)),
     el("table", {}, el("thead", {}, el("tr", {}, ["stage", "state", "progress", "files", "completed", "failed", "in flight",
       "waiting", "done", "start UTC", "end UTC", "duration", "files/min", "ETA"].map((h) => el("th", {}, h)))), el("tbody", {}, rows)),
     el("p", { class: "legend" }, SEGMENTS.map(([k, label]) => el("span", {}, el("i", { class: k }), label))));
@@ -143,15 +170,17 @@ function stagesTable(data) {
 function chart(data) {
   const c = data.chart, W = 1000, left = 110, right = 16, rowH = 18;
   const start = Date.parse(c.start), slotMs = c.slot_seconds * 1000;
-  const end = Math.max(start + c.slots * slotMs, Date.parse(data.last_event), data.state === "running" ? Date.parse(data.now) : 0);
+  const done = data.state === "completed" || data.state === "migrated";  // else the axis runs to now: a silence shows
+  const end = Math.max(start + c.slots * slotMs, Date.parse(data.last_event), done ? 0 : Date.parse(data.now));
   const x = (t) => left + ((t - start) / Math.max(1, end - start)) * (W - left - right);
   const color = (i) => PALETTE[i % PALETTE.length];
-  const stages = data.stages.map((s) => s.stage);
+  const begun = data.stages.filter((s) => s.first_event !== null);
+  const stages = begun.map((s) => s.stage);
   const perMinute = 60 / c.slot_seconds;
-  const timelineH = stages.length * rowH + 8, chartTop = timelineH + 14, chartH = 150, errTop = chartTop + chartH + 22, errH = 46;
+  const timelineH = Math.max(1, stages.length) * rowH + 8, chartTop = timelineH + 14, chartH = 150, errTop = chartTop + chartH + 22, errH = 46;
   const H = errTop + errH + 24;
   const out = svg("svg", { class: "chart", viewBox: `0 0 ${W} ${H}`, role: "img" });
-  data.stages.forEach((s, i) => {
+  begun.forEach((s, i) => {
     const y = i * rowH + 4, x0 = x(Date.parse(s.first_event)), x1 = x(Date.parse(s.end || data.now));
     out.append(svg("text", { x: left - 8, y: y + 12, "text-anchor": "end" }, s.stage),
       svg("rect", { x: x0, y, width: Math.max(2, x1 - x0), height: rowH - 6, fill: color(i), opacity: 0.75 },
@@ -170,6 +199,10 @@ function chart(data) {
     const i = stages.indexOf(s.stage);
     const points = s.completed.map((v, k) => `${slotX(k).toFixed(1)},${(chartTop + chartH - (v * perMinute / peak) * chartH).toFixed(1)}`);
     out.append(svg("polyline", { points: points.join(" "), stroke: color(i) }, svg("title", {}, `${s.stage}: completions per minute`)));
+    if (points.length === 1) {  // one slot: a line of one point draws nothing
+      const [px, py] = points[0].split(",");
+      out.append(svg("circle", { cx: px, cy: py, r: 4, fill: color(i) }, svg("title", {}, `${s.stage}: ${num(s.completed[0] * perMinute)}/min`)));
+    }
   });
   out.append(svg("line", { class: "grid", x1: left, x2: W - right, y1: errTop + errH, y2: errTop + errH }),
     svg("text", { x: left - 8, y: errTop + 10, "text-anchor": "end" }, `errors ${num(Math.round(errPeak))}/min`));
@@ -197,31 +230,43 @@ function svgSwatch(fill) {
 }
 
 function gpusTable(data) {
-  const rows = data.gpus.map((g) => el("tr", { "data-gpu": g.gpu },
+  const rows = data.gpus.map((g) => el("tr", { "data-gpu": g.gpu, class: g.stuck ? "stuck" : null },
     el("td", { class: "text" }, g.gpu),
+    el("td", { class: "gpu-state" }, badge(g.state)),
+    el("td", { class: "in_flight" }, num(g.in_flight)),
+    el("td", { class: "text current" }, g.current ? [el("span", { class: "file" }, g.current.file), el("span", { class: "muted" }, ` in ${text(g.current.stage)} `),
+      el("span", { class: g.stuck ? "age alarm" : "age" }, `for ${duration(g.oldest_in_flight_seconds)}`)] : ""),
     el("td", { class: "events" }, num(g.events)),
     el("td", { class: "completed" }, num(g.completed)),
     el("td", { class: "failed" }, num(g.failed)),
-    el("td", {}, num(g.files_per_minute)),
-    el("td", {}, utc(g.last_seen)),
-    el("td", { class: "text" }, g.quiet ? el("span", { class: "quiet" }, `quiet for ${duration(g.quiet_seconds)}`) : "")));
+    el("td", {}, whole(g.files_per_minute)),
+    el("td", {}, utc(g.last_seen))));
   return el("section", { id: "gpus" }, el("h2", {}, "GPUs"), rows.length
-    ? el("table", {}, el("thead", {}, el("tr", {}, ["gpu", "events", "completed", "failed", "files/min", "last seen", ""].map((h) => el("th", {}, h)))), el("tbody", {}, rows))
+    ? el("table", {}, el("thead", {}, el("tr", {}, ["gpu", "state", "in flight", "current file (oldest open for)", "events", "completed", "failed", "files/min", "last seen"].map((h) => el("th", {}, h)))), el("tbody", {}, rows))
     : el("p", { class: "muted" }, "no GPU recorded"));
+}
+
+// An event's metadata: its traceback as lines (not a JSON string of \n), the rest as JSON.
+function metadataView(value) {
+  if (!value || typeof value !== "object" || Array.isArray(value) || typeof value.traceback !== "string") {
+    return [el("pre", { class: "payload" }, typeof value === "string" ? value : JSON.stringify(value, null, 2))];
+  }
+  const { traceback, ...rest } = value;
+  return [el("pre", { class: "payload" }, JSON.stringify(rest, null, 2)), el("pre", { class: "traceback" }, traceback)];
 }
 
 function payloadView(batch, example) {
   const box = el("div", { class: "payload-box" });
   const shown = payloads.get(example.event_id);
   if (shown !== undefined) {
-    box.append(el("pre", { class: "payload" }, shown));
+    box.append(...shown);
     return box;
   }
   box.append(el("button", { class: "payload", type: "button", on: { click: async () => {
     const { status, body } = await getJSON(`/api/batches/${encodeURIComponent(batch)}/events/${example.event_id}`);
-    const value = status === 200 ? JSON.stringify(body.metadata, null, 2) : text(body.error);
-    payloads.set(example.event_id, value);
-    box.replaceChildren(el("pre", { class: "payload" }, value));
+    const nodes = status === 200 ? metadataView(body.metadata) : [el("pre", { class: "payload" }, text(body.error))];
+    payloads.set(example.event_id, nodes);
+    box.replaceChildren(...nodes);
   } } }, "payload and traceback"));
   return box;
 }
@@ -240,9 +285,25 @@ function errorsSection(data) {
     return node;
   });
   const sampled = data.errors_grouped < data.errors ? ` (the newest ${num(data.errors_grouped)} grouped)` : "";
+  const csv = `/api/batches/${encodeURIComponent(data.batch)}/failed.csv`;
   return el("section", { id: "errors" }, el("h2", {}, `Errors: ${num(data.errors)}${sampled}, by stage, type and message`),
+    data.errors ? el("p", {}, el("a", { id: "failed-csv", href: csv, download: "" }, "failed files (CSV: file, stage, GPU, time, error type, message)"),
+      el("span", { class: "muted" }, " — every file whose latest attempt failed, to export or retry")) : null,
     groups.length ? groups : el("p", { class: "muted" }, "none"),
     data.error_groups_left_off ? el("p", { class: "muted" }, `${num(data.error_groups_left_off)} smaller groups not shown`) : null);
+}
+
+const NOTES = {
+  "stalled": (d) => `No event for ${duration(d.quiet_seconds)} (more than --quiet-after ${duration(d.quiet_after)}) with work left.`,
+  "ended short": (d) => d.events_by_type.batch_complete ? "It logged batch_complete with work left." :
+    `No event for ${duration(d.quiet_seconds)} with work left: the process that ran it is gone.`,
+  "unconfirmed": (d) => `No event for ${duration(d.quiet_seconds)}; every file seen has an outcome, but the batch declared no ` +
+    "stages and never logged batch_complete: nothing says it finished.",
+};
+
+function stateNote(data) {
+  const note = NOTES[data.state];
+  return note ? el("p", { class: "note " + data.state.replaceAll(" ", "-"), id: "state-note" }, note(data)) : null;
 }
 
 function drawBatch(batch, status, data) {
@@ -254,13 +315,15 @@ function drawBatch(batch, status, data) {
   document.getElementById("where").textContent = data.table;
   document.title = `${data.batch} · ${data.state}`;
   const rate = data.migrated ? "history migrated from processing_logs" : data.events_per_second === null ? "" :
-    `${num(data.events_per_second)} events/s, ${num(data.completions_per_minute)} completions/min`;
+    `${num(data.events_per_second)} events/s, ${whole(data.completions_per_minute)} completions/min`;
   app.replaceChildren(
     el("h1", {}, "Batch ", el("span", { id: "batch-id" }, data.batch), " ", badge(data.state, "state")),
     el("p", { class: "summary" },
       el("b", { id: "files", title: "from " + text(data.files_from) }, num(data.files)), " files · ", el("b", { id: "events" }, num(data.events)), " events · ",
-      el("b", { id: "errors-total" }, num(data.errors)), " errors · ", el("b", { id: "progress" }, data.progress_pct === null ? "-" : data.progress_pct + "%"), " done"),
+      el("b", { id: "errors-total" }, num(data.errors)), " errors · ", el("b", { id: "progress" }, pctText(data.progress_pct)),
+      ` done, of the ${data.progress_of}`),
     el("p", { class: "summary" }, `first event ${utc(data.first_event)} · last ${utc(data.last_event)} (${duration(data.quiet_seconds)} ago) · ${rate}`),
+    ...[stateNote(data)].filter(Boolean),
     stagesTable(data), chart(data), gpusTable(data), errorsSection(data));
 }
 

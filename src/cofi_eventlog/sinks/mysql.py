@@ -15,8 +15,8 @@ from typing import Any
 import pymysql
 from pymysql.constants import COMMAND
 
-from .base import Row, RowBatch, SinkError, insert_check_sql, skip_duplicates
-from .columns import declared, mysql_columns
+from .base import Row, RowBatch, SinkError, insert_check_sql, no_unique_key, skip_duplicates
+from .columns import declared, mysql_columns, mysql_unique_event_id
 from .dsn import Dsn
 from .fit import Fitter
 from .mysql_connect import SAME_HOST_ERRNOS, WRITE_SET_ERRNOS, Link, classify, open_link
@@ -100,6 +100,8 @@ class MySQLSink:
                     if not columns and self._create:  # DDL only when needed: Galera replicates it cluster-wide
                         cur.execute(create_table_sql(self.table))
                         columns = mysql_columns(cur, self.table)
+                    if columns and not mysql_unique_event_id(cur, self.table):
+                        raise no_unique_key(self.table)
                 fitter = Fitter.build(self.table, columns, self._wanted)
                 if self._on_connect is not None:
                     self._on_connect(conn)

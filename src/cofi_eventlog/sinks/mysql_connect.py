@@ -8,11 +8,14 @@ DSN's options. With several hosts, the hosts are tried in turn from a given one.
 
 from __future__ import annotations
 
+import configparser
+import os
 import ssl
 from dataclasses import dataclass
 from typing import Any
 
 import pymysql
+from pymysql.optionfile import Parser
 
 from .base import SinkError
 from .dsn import Dsn
@@ -66,10 +69,46 @@ def open_link(dsn: Dsn, *, timeout: float = 10.0, autocommit: bool = True, first
                     code=failures[-1].code)
 
 
+def option_file(dsn: Dsn) -> dict[str, str]:
+    """The settings of the DSN's MySQL option file (``read_default_file``) in its group; an unreadable file is
+    named, and nothing of its content ever quoted (it holds a password)."""
+    path = dsn.options.get("read_default_file")
+    if not path:
+        return {}
+    full = os.path.expanduser(path)
+    group = dsn.options.get("read_default_group", "client")
+    parser = Parser()
+    try:
+        with open(full, encoding="utf-8") as handle:
+            parser.read_file(handle)
+    except OSError as exc:
+        raise SinkError(f"option file {full} unreadable: {exc.strerror}", transient=True) from None
+    except (configparser.Error, UnicodeDecodeError):
+        raise SinkError(f"option file {full} is not a MySQL option file ([group] and key=value lines)",
+                        transient=True) from None
+    if not parser.has_section(group):
+        raise SinkError(f"option file {full} has no [{group}] group", transient=True)
+    return {key: parser.get(group, key) or "" for key in ("user", "password", "host", "port", "socket")
+            if parser.has_option(group, key)}
+
+
 def _open(dsn: Dsn, index: int, timeout: float, autocommit: bool) -> Link:
     host, port = dsn.hosts[index]
     where = f"{host}:{port}" if len(dsn.hosts) > 1 else None
     options: dict[str, Any] = {}
+    user, password = dsn.user, dsn.password
+    settings = option_file(dsn)
+    if settings:  # what the URL leaves out
+        user = settings.get("user", user) if "user" in dsn.unset else user
+        password = password or settings.get("password", "")
+        if "host" in dsn.unset:
+            host = settings.get("host", host)
+            if not settings.get("port", "3306").isdigit():
+                raise SinkError(f"option file {dsn.options['read_default_file']}: port is not a number",
+                                transient=True)
+            port = int(settings.get("port", port))
+            if settings.get("socket") and host in ("localhost", ""):
+                options["unix_socket"] = settings["socket"]
     if dsn.options.get("unix_socket"):
         options["unix_socket"] = dsn.options["unix_socket"]
     tls = tls_context(dsn)
@@ -78,7 +117,7 @@ def _open(dsn: Dsn, index: int, timeout: float, autocommit: bool) -> Link:
     elif dsn.flag("ssl") is False:
         options["ssl_disabled"] = True
     try:
-        conn = pymysql.connect(host=host, port=port, user=dsn.user, password=dsn.password.encode("utf-8"),
+        conn = pymysql.connect(host=host, port=port, user=user or "root", password=password.encode("utf-8"),
                                database=dsn.database, charset="utf8mb4", autocommit=autocommit,
                                connect_timeout=timeout, read_timeout=timeout, write_timeout=timeout,
                                init_command=SESSION, **options)
@@ -125,8 +164,8 @@ def classify(exc: BaseException, dsn: Dsn | None = None, where: str | None = Non
     """Turn a driver error into a SinkError by errno; the message never carries the password."""
     code = exc.args[0] if exc.args and isinstance(exc.args[0], int) else None
     text = str(exc.args[1]) if len(exc.args) > 1 else type(exc).__name__
-    if dsn is not None and dsn.password:
-        text = text.replace(dsn.password, "***")
+    for secret in _secrets(dsn):
+        text = text.replace(secret, "***")
     return SinkError(f"mysql error {code}: {text}{_at(dsn, where)}", transient=code not in ROW_ERRNOS, code=code)
 
 
@@ -134,3 +173,16 @@ def _at(dsn: Dsn | None, where: str | None) -> str:
     if dsn is None:
         return ""
     return f" ({dsn.redacted()}" + (f", host {where})" if where else ")")
+
+
+def _secrets(dsn: Dsn | None) -> list[str]:
+    """The passwords a driver's message might hold: the URL's and the option file's."""
+    if dsn is None:
+        return []
+    found = [dsn.password]
+    if dsn.options.get("read_default_file"):
+        try:
+            found.append(option_file(dsn).get("password", ""))
+        except SinkError:
+            pass
+    return [s for s in found if s]

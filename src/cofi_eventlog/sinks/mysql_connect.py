@@ -3,7 +3,10 @@
 Every session the library opens is pinned to UTC (a TIMESTAMP column is then written and read as the
 UTC the library means, whatever the server's zone) and to strict mode (a value that does not fit is an
 error the sink has prevented, never a silent cut by the server). TLS and a unix socket come from the
-DSN's options. With several hosts, the hosts are tried in turn from a given one.
+DSN's options. With several hosts, the hosts are tried in turn from a given one, and a host is taken
+only if it can be written to (read_only OFF; on Galera, wsrep_ready ON) and, once the sink has written,
+it belongs to the same cluster as the host it first wrote to: a DSN that lists independent servers would
+otherwise split one batch between them.
 """
 
 from __future__ import annotations
@@ -21,7 +24,9 @@ from .base import SinkError
 from .dsn import Dsn
 
 SESSION = "SET time_zone = '+00:00', sql_mode = CONCAT(@@sql_mode, ',STRICT_ALL_TABLES')"
-SETTINGS = ("max_allowed_packet", "wsrep_on", "wsrep_max_ws_rows", "wsrep_max_ws_size")
+SETTINGS = ("max_allowed_packet", "wsrep_on", "wsrep_max_ws_rows", "wsrep_max_ws_size", "read_only", "hostname",
+            "port", "datadir", "server_uuid")
+WSREP_STATUS = ("wsrep_cluster_state_uuid", "wsrep_ready")
 
 # Errors caused by a row's content: no retry will help, so the writer isolates and dead-letters the row.
 # 4025 MariaDB JSON/CHECK constraint, 3819 MySQL CHECK, 3140 MySQL invalid JSON, 1366 bad string value,
@@ -46,6 +51,26 @@ class Link:
     host: int
     settings: dict[str, str]
 
+    @property
+    def cluster(self) -> str:
+        """Which cluster (or lone server) the connection reached: Galera's cluster state UUID, MySQL's
+        server_uuid, else the server's host name, port and data folder (the same server through another
+        route answers the same)."""
+        settings = self.settings
+        if settings.get("wsrep_on") == "ON" and settings.get("wsrep_cluster_state_uuid"):
+            return f"galera cluster {settings['wsrep_cluster_state_uuid']}"
+        if settings.get("server_uuid"):
+            return f"server {settings['server_uuid']}"
+        return f"server {settings.get('hostname')}:{settings.get('port')} {settings.get('datadir')}"
+
+    def unwritable(self) -> str | None:
+        """Why no row may be written through this connection, or None."""
+        if self.settings.get("read_only") == "ON":
+            return "is read-only (read_only = ON)"
+        if self.settings.get("wsrep_on") == "ON" and self.settings.get("wsrep_ready") != "ON":
+            return "is not ready (wsrep_ready = OFF: not in the cluster's primary component)"
+        return None
+
 
 def connect(dsn: Dsn, *, timeout: float = 10.0, autocommit: bool = True) -> Any:
     """A pymysql connection in utf8mb4, UTC and strict mode, every socket operation bounded by ``timeout``;
@@ -53,20 +78,36 @@ def connect(dsn: Dsn, *, timeout: float = 10.0, autocommit: bool = True) -> Any:
     return open_link(dsn, timeout=timeout, autocommit=autocommit).conn
 
 
-def open_link(dsn: Dsn, *, timeout: float = 10.0, autocommit: bool = True, first: int = 0) -> Link:
-    """Try the hosts in turn from ``first``, wrapping around; raise the failures of all of them."""
+def open_link(dsn: Dsn, *, timeout: float = 10.0, autocommit: bool = True, first: int = 0,
+              writable: bool = False, cluster: str | None = None) -> Link:
+    """Try the hosts in turn from ``first``, wrapping around; raise the failures of all of them. With
+    ``writable`` a host that cannot be written to is passed over, and with ``cluster`` one of another."""
     failures: list[SinkError] = []
     count = len(dsn.hosts)
     for step in range(count):
         index = (first + step) % count
         try:
-            return _open(dsn, index, timeout, autocommit)
+            link = _open(dsn, index, timeout, autocommit)
         except SinkError as exc:
             failures.append(exc)
+            continue
+        problem = link.unwritable() if writable else None
+        if problem is None and cluster is not None and link.cluster != cluster:
+            problem = f"is not in the cluster written to so far ({link.cluster}, not {cluster})"
+        if problem is None:
+            return link
+        link.conn.close()
+        host, port = dsn.hosts[index]
+        failures.append(SinkError(f"host {host}:{port} {problem}; nothing is written there", transient=True,
+                                  code=WRONG_HOST))
     if count == 1:
         raise failures[0]
-    raise SinkError("no host answered: " + "; ".join(str(f) for f in failures), transient=True,
+    raise SinkError("no host could take the rows: " + "; ".join(str(f) for f in failures), transient=True,
                     code=failures[-1].code)
+
+
+# SinkError.code of a host passed over: read-only, not ready, or of another cluster (not a server's errno).
+WRONG_HOST = -1290
 
 
 def option_file(dsn: Dsn) -> dict[str, str]:
@@ -125,8 +166,11 @@ def _open(dsn: Dsn, index: int, timeout: float, autocommit: bool) -> Link:
         raise classify(exc, dsn, where) from None
     try:
         with conn.cursor() as cur:
-            cur.execute("SHOW VARIABLES WHERE Variable_name IN (%s, %s, %s, %s)", SETTINGS)
+            cur.execute(f"SHOW VARIABLES WHERE Variable_name IN ({', '.join(['%s'] * len(SETTINGS))})", SETTINGS)
             settings = {str(k): str(v) for k, v in cur.fetchall()}
+            if settings.get("wsrep_on") == "ON":
+                cur.execute("SHOW STATUS WHERE Variable_name IN (%s, %s)", WSREP_STATUS)
+                settings.update((str(k), str(v)) for k, v in cur.fetchall())
     except pymysql.MySQLError as exc:
         conn.close()
         raise classify(exc, dsn, where) from None

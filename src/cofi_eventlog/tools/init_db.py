@@ -21,7 +21,9 @@ import os
 import re
 import sqlite3
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import pymysql
@@ -359,10 +361,10 @@ def _bring_up_to_date(db: Database, args: argparse.Namespace) -> int:
         if print_sql:
             print("\n".join(f"-- {why}" for why in step.why) + f"\n-- lock: {step.lock}\n{step.sql};")
         elif step.dedupe:
-            removed = _dedupe(db, table, step)
+            removed = _unbounded(db, partial(_dedupe, db, table, step))
             print(f"{table}: removed {removed:,} duplicate row(s), kept the first of each eventId")
         else:
-            db.execute(step.sql)
+            _unbounded(db, partial(db.execute, step.sql))
             print("\n".join(f"{table}: {why}" for why in step.why))
     if not found.steps:
         print(f"{'-- ' if print_sql else ''}{table} is up to date" + (" as far as init-db can bring it"
@@ -370,6 +372,19 @@ def _bring_up_to_date(db: Database, args: argparse.Namespace) -> int:
     for problem in found.problems:
         print(f"{table}: {problem}", file=sys.stderr)
     return 1 if found.problems else 0
+
+
+def _unbounded(db: Database, run: Callable[[], int]) -> int:
+    """Run a change without the connection's read timeout: an index on a large table takes minutes, and the
+    server's lock_wait_timeout already bounds the only wait that would hold writers up."""
+    if db.dialect != "mysql":
+        return run()
+    saved = db.conn._read_timeout
+    db.conn._read_timeout = None
+    try:
+        return run()
+    finally:
+        db.conn._read_timeout = saved
 
 
 def _dedupe(db: Database, table: str, step: Step) -> int:

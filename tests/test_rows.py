@@ -114,3 +114,28 @@ def test_decimal_payloads_in_a_batch_are_numbers() -> None:
              for i in range(3)]
     rows, coerced = build_rows(batch, IDS)
     assert coerced == 3 and orjson.loads(rows[0][9])["payload"] == {"cost": 0.3}
+
+
+class Ambiguous:
+    """Like a pandas DataFrame: ``==`` answers another such object, whose truth raises."""
+
+    def __eq__(self, other: object) -> Any:
+        return Ambiguous()
+
+    def __bool__(self) -> bool:
+        raise ValueError("The truth value of a DataFrame is ambiguous")
+
+    __hash__ = object.__hash__
+
+    def __repr__(self) -> str:
+        return "<frame 2x2>"
+
+
+def test_an_object_whose_truth_raises_in_any_slot_costs_only_its_own_row() -> None:
+    batch = [("progress", "b", "lid", None, None, None, i, 10, None, None, 1_000 + i, i) for i in range(10)]
+    for slot, index in ((8, 1), (9, 2), (6, 3), (7, 4), (3, 5), (4, 6)):
+        batch[index] = (*batch[index][:slot], Ambiguous(), *batch[index][slot + 1:])
+    rows, coerced = build_rows(batch, IDS)
+    assert len(rows) == 10 and coerced == 6
+    assert orjson.loads(rows[1][9])["payload"] == "<frame 2x2>"
+    assert [r[9] for r in rows[7:]] == [None] * 3

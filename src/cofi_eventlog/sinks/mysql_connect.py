@@ -41,6 +41,8 @@ ROW_ERRNOS = frozenset({1048, 1153, 1264, 1292, 1366, 1406, 3140, 3819, 4025})
 WRITE_SET_ERRNOS = frozenset({1105, 1180})
 # Errors after which the same server is worth asking again; after any other, another host is tried first.
 SAME_HOST_ERRNOS = frozenset({1205, 1213}) | WRITE_SET_ERRNOS | ROW_ERRNOS
+# SinkError.code of a host passed over: read-only, not ready, or of another cluster (not a server's errno).
+WRONG_HOST = -1290
 
 
 @dataclass
@@ -105,9 +107,6 @@ def open_link(dsn: Dsn, *, timeout: float = 10.0, autocommit: bool = True, first
     raise SinkError("no host could take the rows: " + "; ".join(str(f) for f in failures), transient=True,
                     code=failures[-1].code)
 
-
-# SinkError.code of a host passed over: read-only, not ready, or of another cluster (not a server's errno).
-WRONG_HOST = -1290
 
 
 def option_file(dsn: Dsn) -> dict[str, str]:

@@ -175,3 +175,61 @@ def test_several_hosts_move_on_and_come_back(mysql_dsn: str, mysql_table: str, f
     assert sink.host == through_proxy and fault_proxy.accepted == accepted + 1
     sink.close()
     assert len(rows_of(mysql_dsn, mysql_table)) == 30
+
+
+def settled_error(log: EventLogger, words: str, timeout: float = 15.0) -> str:
+    """The logger's last error once it holds ``words`` (the writer may still be trying the hosts)."""
+    deadline = time.monotonic() + timeout
+    while words not in str(log.stats()["last_error"]) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return str(log.stats()["last_error"])
+
+
+def test_no_failover_to_a_server_that_is_not_the_same(mysql_dsn: str, mysql_table: str, server: Server,
+                                                      fault_proxy: FaultProxy, tmp_path: Path) -> None:
+    """A DSN listing the shared server (through a proxy that is cut) and the private one, an independent
+    server: when the first goes away the events wait in the spool, never half the batch on the other."""
+    direct = parse_dsn(mysql_dsn)
+    dsn = f"mysql://{direct.user}@127.0.0.1:{fault_proxy.port},{server.address}/{direct.database}"
+    server.sql(f"DROP TABLE IF EXISTS test.{mysql_table}")
+    log = EventLogger(dsn, table=mysql_table, spool_dir=str(tmp_path), timeout=3, batch_size=1000)
+    try:
+        for i in range(1000):
+            log.file_completed("split", "lid", f"a{i}.wav", "10.0.0.1")
+        assert log.flush(15)
+        fault_proxy.cut()
+        for i in range(2000):
+            log.file_completed("split", "lid", f"b{i}.wav", "10.0.0.1")
+        assert log.flush(3) is False
+        error = settled_error(log, "is not in the cluster written to so far")
+        assert f"host {server.address} is not in the cluster written to so far" in error
+        assert "nothing is written there" in error
+        fault_proxy.restore()
+        assert log.flush(30)
+        stats = log.stats()
+    finally:
+        log.close()
+    assert stats["dropped"] == 0 and stats["dead_lettered"] == 0
+    assert len(rows_of(mysql_dsn, mysql_table)) == 3000
+    assert server.sql("SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = 'test' AND "
+                      f"table_name = '{mysql_table}'") == [(0,)]  # not even its table was made there
+
+
+def test_a_read_only_host_is_passed_over(mysql_dsn: str, mysql_table: str, server: Server) -> None:
+    """read_only binds no SUPER user (root): the sink checks it itself, and writes to the next host."""
+    direct = parse_dsn(mysql_dsn)
+    server.sql("SET GLOBAL read_only = ON")
+    try:
+        sink = MySQLSink(parse_dsn(f"mysql://root@{server.address},{direct.host}:{direct.port}/{direct.database}"),
+                         mysql_table)
+        sink.write([_row(i, "ro") for i in range(5)])
+        assert sink.host == f"{direct.host}:{direct.port}"
+        sink.close()
+        alone = MySQLSink(parse_dsn(f"mysql://root@{server.address},{server.address}/test"), "ro_events")
+        with pytest.raises(SinkError) as info:
+            alone.write([_row(9, "ro")])
+        assert "is read-only (read_only = ON); nothing is written there" in str(info.value)
+        assert info.value.transient
+    finally:
+        server.sql("SET GLOBAL read_only = OFF")
+    assert len(rows_of(mysql_dsn, mysql_table)) == 5

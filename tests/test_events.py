@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import enum
 import math
+import uuid
+from datetime import timedelta
+from decimal import Decimal
+from pathlib import PurePosixPath
 from typing import Any
 
+import numpy as np
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from cofi_eventlog.events import LIMITS, MAX_METADATA_BYTES, Coercion, EventIds, Raw, normalize
 
@@ -156,3 +164,89 @@ def test_a_live_event_id_never_carries_the_mark_of_a_migrated_one() -> None:
     from cofi_eventlog.events import MIGRATED_MARK
 
     assert not any(EventIds().make(1, 1)[8:10] == MIGRATED_MARK for _ in range(200_000))
+
+
+class Half(float):
+    pass
+
+
+class Colour(enum.Enum):
+    RED = "red"
+
+
+class Level(enum.IntEnum):
+    HIGH = 3
+
+
+def test_well_known_types_become_their_natural_json_each_change_noted() -> None:
+    payload = {"price": Decimal("1.10"), "exact": Decimal("1.2345678901234567890123"), "count": Decimal("10"),
+               "nan": Decimal("NaN"), "path": PurePosixPath("/data/a.wav"), "id": uuid.UUID(int=5),
+               "colour": Colour.RED, "level": Level.HIGH, "took": timedelta(minutes=1, microseconds=500),
+               "half": Half(0.5)}
+    _, notes, meta = norm(payload=payload)
+    assert meta["payload"] == {"price": 1.1, "exact": "1.2345678901234567890123", "count": 10, "nan": "NaN",
+                               "path": "/data/a.wav", "id": "00000000-0000-0000-0000-000000000005",
+                               "colour": "red", "level": 3, "took": 60.0005, "half": 0.5}
+    noted = {n.argument.rsplit(".", 1)[1] for n in notes}
+    assert noted == {"price", "exact", "count", "nan", "path", "took", "half"}  # uuid and enum as orjson has them
+    assert len(meta["coerced"]) == len(notes)
+
+
+def test_uuid_and_enum_alone_are_no_coercion() -> None:
+    _, notes, meta = norm(payload={"id": uuid.UUID(int=1), "colour": Colour.RED}, metadata={"level": Level.HIGH})
+    assert notes == [] and "coerced" not in meta
+    assert meta == {"level": 3, "payload": {"id": "00000000-0000-0000-0000-000000000001", "colour": "red"}}
+
+
+def test_numpy_arrays_and_scalars_become_lists_and_numbers() -> None:
+    payload = {"arr": np.arange(3), "grid": np.ones((2, 2)), "f64": np.float64(0.25), "i64": np.int64(-7),
+               "u64": np.uint64(2**64 - 1), "flag": np.bool_(True), "long": np.longdouble("0.1"),
+               "objects": np.array([Decimal("2.5"), None], dtype=object)}
+    _, notes, meta = norm(payload=payload)
+    assert meta["payload"] == {"arr": [0, 1, 2], "grid": [[1.0, 1.0], [1.0, 1.0]], "f64": 0.25, "i64": -7,
+                               "u64": 2**64 - 1, "flag": True, "long": str(np.longdouble("0.1")),
+                               "objects": [2.5, None]}
+    assert len(notes) == 9  # one per value, and the Decimal inside the object array
+    _, notes, meta = norm(payload=np.arange(4), metadata={"scores": np.array([0.5])})
+    assert meta == {"scores": [0.5], "payload": [0, 1, 2, 3],
+                    "coerced": ["metadata.scores: ndarray stored as a list",
+                                "metadata.payload: ndarray stored as a list"]}
+
+
+def test_a_payload_cut_for_size_keeps_the_error() -> None:
+    try:
+        raise KeyError("lang")
+    except KeyError as exc:
+        error = exc
+    row, _, meta = norm(message=error, payload={"blob": "y" * (3 * MAX_METADATA_BYTES)},
+                        metadata={"n": Decimal("1.5")})
+    assert len(row[9].encode()) <= MAX_METADATA_BYTES + 4096
+    assert meta["error_type"] == "KeyError" and "raise KeyError" in meta["traceback"]
+    assert meta["truncated"].startswith('{"n":1.5,"payload":{"blob":"yyy')
+    assert meta["coerced"][0] == "metadata.n: Decimal stored as a number"  # notes before the cut are kept
+    assert "truncated to" in meta["coerced"][-1]
+    assert row[5] == "'lang'"
+
+
+def test_an_exception_of_the_main_script_has_one_name_in_every_process() -> None:
+    names = set()
+    for module in ("__main__", "__mp_main__"):
+        kind = type("StageFailed", (Exception,), {"__module__": module})
+        names.add(norm(message=kind("x"))[2]["error_type"])
+    assert names == {"__main__.StageFailed"}
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.recursive(st.one_of(st.decimals(), st.integers(), st.floats(), st.text(max_size=5),
+                              st.builds(np.float64, st.floats()), st.builds(np.int32, st.integers(-2**31, 2**31 - 1)),
+                              st.builds(timedelta, seconds=st.integers(-10**6, 10**6)),
+                              st.builds(np.array, st.lists(st.integers(-2**60, 2**60), max_size=3))),
+                    lambda inner: st.one_of(st.lists(inner, max_size=3), st.dictionaries(st.text(max_size=3), inner,
+                                                                                          max_size=3)),
+                    max_leaves=10))
+def test_any_mix_of_known_types_stores_as_json_with_every_change_noted(payload: Any) -> None:
+    row, notes, meta = norm(payload=payload)
+    assert row[9] is not None and "payload" in meta
+    stored = orjson.dumps(meta["payload"])  # plain JSON, no repr anywhere
+    assert b"Decimal(" not in stored and b"array(" not in stored and b"timedelta(" not in stored
+    assert len(notes) == len(meta.get("coerced", []))

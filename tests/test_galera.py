@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from servers import Galera, Server, galera_cluster
+from servers import Galera, Server, galera_cluster, scratch
 from test_sinks import _row
 
 from cofi_eventlog import EventLogger
@@ -194,6 +194,43 @@ def test_a_node_that_takes_no_queries_is_left_for_the_next(galera: Galera, table
     assert counts(two, table) == (101, 101, 100)
 
 
+def test_failover_stays_in_the_cluster(galera: Galera, table: str) -> None:
+    """A DSN listing node 1, an independent server, then node 2: when node 1 refuses queries, the sink passes
+    the independent server over (another cluster state UUID) and writes to node 2."""
+    one, two, _ = galera.nodes
+    lone = Server(scratch("cofi-lone-"), "lone")
+    lone.start()
+    try:
+        lone.sql("CREATE DATABASE test")
+        sink = MySQLSink(parse_dsn(f"mysql://root@{one.address},{lone.address},{two.address}/test"), table)
+        rows = [_row(i, f"cluster-{i}") for i in range(30)]
+        sink.write(rows[:10])
+        assert sink.host == one.address
+        one.sql("SET GLOBAL wsrep_reject_queries = ALL")
+        try:
+            with pytest.raises(SinkError, match="1047"):  # the connection in use: refused by its node
+                sink.write(rows[10:20])
+            sink.write(rows[10:20])
+            assert sink.host == two.address
+        finally:
+            one.sql("SET GLOBAL wsrep_reject_queries = NONE")
+        alone = MySQLSink(parse_dsn(f"mysql://root@{lone.address},{one.address}/test"), table)
+        alone.write([_row(40, "lone-first")])  # a sink that first wrote to the lone server ...
+        assert alone.host == lone.address
+        lone.stop()
+        with pytest.raises(SinkError, match="2013"):  # the connection in use dies with its server ...
+            alone.write(rows[20:])
+        with pytest.raises(SinkError) as info:  # ... and the sink does not follow the DSN into the cluster
+            alone.write(rows[20:])
+        assert "no host could take the rows" in str(info.value)
+        assert f"host {one.address} is not in the cluster written to so far (galera cluster " in str(info.value)
+        sink.write(rows[20:])
+        sink.close()
+    finally:
+        lone.stop()
+    assert counts(one, table) == (30, 30, 30)
+
+
 def test_failover_with_node_1_killed_mid_stream(galera: Galera, table: str, tmp_path: Path) -> None:
     """20,000 events through a DSN listing the three nodes, at about 25,000 a second so that the writer is
     busy with node 1 when it is SIGKILLed, after 8,000."""
@@ -215,7 +252,7 @@ def test_failover_with_node_1_killed_mid_stream(galera: Galera, table: str, tmp_
     seconds = time.monotonic() - started
     found = {node.name: counts(node, table) for node in (two, three)}
     print(f"\nfailover: {written_before} written before the kill; flush()={flushed} after {seconds:.1f} s; "
-          f"{found}; statements {stats['flushes']}, spilled {stats['spilled']}, "
-          f"replayed {stats['replayed']}, retries {stats['retries']}, last error {stats['last_error']}")
+          f"{found}; statements {stats['flushes']}, spilled {stats.get('spilled', '-')}, "
+          f"replayed {stats.get('replayed', '-')}, retries {stats['retries']}, last error {stats['last_error']}")
     assert flushed is True and stats["dropped"] == 0 and stats["dead_lettered"] == 0
     assert found == {"node2": (20_000, 20_000, 20_000), "node3": (20_000, 20_000, 20_000)}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -68,13 +69,14 @@ def test_upgrades_an_older_table_in_place(backend: tuple[str, str], capsys: pyte
         db.execute(f"INSERT INTO {db.name(table)} (batchId, stage, eventType, fileName, createdAt) "
                    "VALUES ('old', 'lid', 'error', 'a.wav', '2024-01-01 00:00:00.000000')")
 
-    assert main(["init-db", "--dsn", dsn, "--table", table, "--print-sql"]) == 0
+    copy = ["--allow-copy"] if dsn.startswith("mysql") else []  # message TEXT -> MEDIUMTEXT copies the table
+    assert main(["init-db", "--dsn", dsn, "--table", table, "--print-sql", *copy]) == 0
     planned = capsys.readouterr().out
     assert "ADD COLUMN" in planned and "eventId" in planned and "UNIQUE INDEX" in planned
     with Database(dsn) as db:
         assert "eventId" not in db.columns(table)
 
-    assert main(["init-db", "--dsn", dsn, "--table", table]) == 0
+    assert main(["init-db", "--dsn", dsn, "--table", table, *copy]) == 0
     out = capsys.readouterr().out
     for column in ("eventId", "processed", "total"):
         assert f"add column {column}" in out
@@ -119,3 +121,38 @@ def test_the_dsn_may_come_from_a_file_or_the_environment(backend: tuple[str, str
     assert "up to date" in capsys.readouterr().out
     assert main(["init-db", "--dsn-file", str(tmp_path / "missing.txt")]) == 2
     assert "missing.txt" in capsys.readouterr().err
+
+
+def test_a_transaction_holding_the_table_makes_init_db_wait_briefly_and_say_so(
+        mysql_dsn: str, mysql_table: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """An ALTER waits for the table's metadata lock, and new INSERTs queue behind it: never longer than
+    --lock-wait-timeout."""
+    with Database(mysql_dsn) as db:
+        db.execute(OLD_SHAPE["mysql"].format(t=mysql_table))
+    holder = Database(mysql_dsn)
+    try:
+        holder.execute("BEGIN")
+        holder.fetchall(f"SELECT COUNT(*) FROM {holder.name(mysql_table)}")  # holds the metadata lock until COMMIT
+        began = time.monotonic()
+        assert main(["init-db", "--dsn", mysql_dsn, "--table", mysql_table, "--allow-copy",
+                     "--lock-wait-timeout", "1"]) == 1
+        assert time.monotonic() - began < 20
+        assert "metadata lock was not free within --lock-wait-timeout" in capsys.readouterr().err
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert main(["init-db", "--dsn", mysql_dsn, "--table", mysql_table, "--allow-copy"]) == 0
+
+
+def test_dedupe_without_another_key_keeps_the_earliest(mysql_dsn: str, mysql_table: str,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    with Database(mysql_dsn) as db:
+        db.execute(create_table_sql("mysql", mysql_table).replace("  PRIMARY KEY (`eventId`),\n", ""))
+        rows = [(bytes([i]) * 16, "b", None, "file_start", f"f{i}-{copy}", None, None, None, None, None,
+                 f"2026-01-0{1 + copy} 00:00:00.000000") for i in range(1, 6) for copy in range(1 + i % 3)]
+        db.executemany(f"INSERT INTO {db.name(mysql_table)} ({', '.join(COLUMNS)}) VALUES ({', '.join(['%s'] * 11)})",
+                       rows)
+    assert len(rows) == 11  # 5 events, 6 copies too many
+    assert main(["init-db", "--dsn", mysql_dsn, "--table", mysql_table, "--dedupe"]) == 0
+    assert "removed 6 duplicate row(s)" in capsys.readouterr().out
+    assert sorted(str(r["fileName"]) for r in rows_of(mysql_dsn, mysql_table)) == [f"f{i}-0" for i in range(1, 6)]

@@ -28,8 +28,9 @@ def older_than(days: int) -> set[str]:
     return {f"live-{i}" for i in range(400) if born(i) > days * DAY_NS}
 
 
-def event(event_id: bytes, created: str, name: str) -> tuple[object, ...]:
-    return (event_id, "b1", "lid", "file_start", name, None, None, None, None, None, created)
+def event(event_id: bytes, created: str, name: str, batch: str | None = None) -> tuple[object, ...]:
+    """An event of its own batch (unless told): retention is by batch."""
+    return (event_id, batch or f"b-{name}", "lid", "file_start", name, None, None, None, None, None, created)
 
 
 @pytest.fixture
@@ -103,9 +104,10 @@ def test_rows_without_an_event_id_are_left_and_said(backend: tuple[str, str],
     with Database(dsn) as db:
         key = "INT AUTO_INCREMENT PRIMARY KEY" if db.dialect == "mysql" else "INTEGER PRIMARY KEY"
         kind = "BINARY(16)" if db.dialect == "mysql" else "BLOB"
-        db.execute(f"CREATE TABLE {db.name(table)} (id {key}, eventId {kind} NULL UNIQUE, createdAt VARCHAR(26))")
+        db.execute(f"CREATE TABLE {db.name(table)} (id {key}, eventId {kind} NULL UNIQUE, batchId VARCHAR(128), "
+                   "createdAt VARCHAR(26))")
         old = iso_utc((time.time_ns() - 200 * DAY_NS) // 1000)
-        db.executemany(f"INSERT INTO {db.name(table)} (eventId, createdAt) VALUES (%s, %s)",
+        db.executemany(f"INSERT INTO {db.name(table)} (eventId, batchId, createdAt) VALUES (%s, 'old', %s)",
                        [(None, old), (None, old), (EventIds().make(time.time_ns() - 200 * DAY_NS, 1), old)])
     assert main(["prune", "--dsn", dsn, "--table", table, "--older-than", "90d"]) == 0
     out = capsys.readouterr().out
@@ -143,4 +145,34 @@ def test_a_statement_the_database_refuses_is_a_message(backend: tuple[str, str],
         db.execute(f"CREATE TABLE {db.name(table)} (eventId VARCHAR(16))")  # no createdAt
     assert main(["prune", "--dsn", dsn, "--table", table, "--older-than", "1d"]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("cofi-eventlog prune: ") and "createdAt" in err and "Traceback" not in err
+    assert err.startswith("cofi-eventlog prune: ") and "Traceback" not in err
+    assert "batchId" in err or "createdAt" in err
+
+
+def test_a_batch_with_events_after_the_cutoff_is_kept_whole(backend: tuple[str, str],
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    """A batch that began 100 days ago and still runs: its head is not cut off, or the dashboard would call
+    it completed. A finished batch of the same age goes whole."""
+    dsn, table = backend
+    ids, now = EventIds(), time.time_ns()
+    rows = []
+    for batch in ("running", "finished"):
+        for i in range(100):
+            if batch == "finished":  # 200 to 101 days ago
+                at = now - (200 - i) * DAY_NS
+            else:  # 150 to 91 days ago, then the last 40 minutes
+                at = now - (150 - i) * DAY_NS if i < 60 else now - (100 - i) * 60 * 10**9
+            rows.append(event(ids.make(at, len(rows)), iso_utc(at // 1000), f"{batch}-{i}", batch))
+    with Database(dsn) as db:
+        db.create_events_table(table)
+        db.executemany(db.insert_events_sql(table), rows)
+    args = ["prune", "--dsn", dsn, "--table", table, "--older-than", "90d", "--batch-size", "7"]
+    assert main([*args, "--dry-run", "--json"]) == 0
+    dry = json.loads(capsys.readouterr().out)
+    assert (dry["matching"], dry["kept_running"], dry["running_batches"]) == (100, 60, 1)
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "deleted 100 events" in out and "kept 60 older events of 1 batch with events after the cutoff" in out
+    with Database(dsn) as db:
+        left = dict(db.fetchall(f"SELECT batchId, COUNT(*) FROM {db.name(table)} GROUP BY batchId"))
+    assert left == {"running": 100}

@@ -7,10 +7,14 @@ strict mode, where every coercion becomes an exception naming the argument inste
 
 from __future__ import annotations
 
+import enum
 import math
 import os
 import re
 import traceback
+import uuid
+from datetime import timedelta
+from decimal import Decimal
 from typing import Any
 
 import orjson
@@ -126,15 +130,22 @@ def clean_count(value: Any, argument: str, notes: list[Coercion]) -> int | None:
 
 
 def to_json(data: dict[str, Any], notes: list[Coercion]) -> str:
-    """JSON text for the metadata column. orjson first; the slow walk only when it refused, wrote null
-    (orjson turns NaN into null silently, and a coerced NaN must be counted), or nested too deep."""
+    """JSON text for the metadata column, its coercions noted; bounded to MAX_METADATA_BYTES."""
+    return _bounded_json(_plain(data, notes), notes)
+
+
+def _plain(data: dict[str, Any], notes: list[Coercion]) -> dict[str, Any]:
+    """A JSON-safe copy of data. orjson first; the slow walk only when it refused, wrote null (orjson turns
+    NaN into null silently, and a coerced NaN must be counted), or nested too deep."""
     try:
         out = orjson.dumps(data)
         if b"null" not in out and depth_fits(out):
-            return _bounded_json(out, notes)
+            plain: dict[str, Any] = orjson.loads(out)
+            return plain
     except (TypeError, orjson.JSONEncodeError):
         pass
-    return _bounded_json(orjson.dumps(_jsonable(data, "metadata", notes, 0, set())), notes)
+    walked: dict[str, Any] = _jsonable(data, "metadata", notes, 0, set())
+    return walked
 
 
 _STRINGS = re.compile(rb'"(?:[^"\\]|\\.)*"')
@@ -157,13 +168,23 @@ def depth_fits(out: bytes) -> bool:
     return True
 
 
-def _bounded_json(out: bytes, notes: list[Coercion]) -> str:
+# Kept whole when a document is cut for size: what groups an error and says where it came from.
+KEPT_WHEN_CUT = ("error_type", "traceback")
+
+
+def _bounded_json(document: dict[str, Any], notes: list[Coercion]) -> str:
+    """The document as JSON text; over MAX_METADATA_BYTES, the error's type and traceback stay as they
+    are and the rest is cut to a preview of its text."""
+    out = orjson.dumps(document)
     if len(out) <= MAX_METADATA_BYTES:
         return out.decode("utf-8")
     notes.append(Coercion("payload", f"metadata is {len(out)} bytes, truncated to {MAX_METADATA_BYTES}"))
-    preview = out[: MAX_METADATA_BYTES // 2].decode("utf-8", "ignore")
-    return orjson.dumps({"truncated": preview + TRUNCATED.format(len(out) - len(preview)),
-                         "coerced": [str(n) for n in notes]}).decode("utf-8")
+    kept = {k: document[k] for k in KEPT_WHEN_CUT if k in document}
+    rest = orjson.dumps({k: v for k, v in document.items() if k not in kept and k != "coerced"})
+    preview = rest[: MAX_METADATA_BYTES // 2].decode("utf-8", "ignore")
+    cut = {**kept, "truncated": preview + TRUNCATED.format(len(rest) - len(preview)),
+           "coerced": [str(n) for n in notes]}
+    return orjson.dumps(cut).decode("utf-8")
 
 
 def _jsonable(obj: Any, path: str, notes: list[Coercion], depth: int, seen: set[int]) -> Any:
@@ -215,11 +236,71 @@ def _container(obj: Any, path: str, notes: list[Coercion], depth: int, seen: set
     if isinstance(obj, (bytes, bytearray, memoryview)):
         notes.append(Coercion(path, f"{kind.__name__} stored as text"))
         return _bytes_text(bytes(obj))
-    try:  # dates, uuids, dataclasses, enums: whatever orjson takes natively
+    known = _WELL_KNOWN.get(kind) or next((f for t, f in _WELL_KNOWN_BASES if isinstance(obj, t)), None)
+    if known is not None:
+        value, change = known(obj)
+        if change:
+            notes.append(Coercion(path, change))
+        return _jsonable(value, path, notes, depth, seen)
+    if hasattr(obj, "dtype") and hasattr(obj, "tolist"):  # numpy arrays and scalars, pandas series
+        value, change = _numpy(obj)
+        notes.append(Coercion(path, change))
+        return _jsonable(value, path, notes, depth, seen)
+    try:  # dates, dataclasses: whatever orjson takes natively
         return orjson.loads(orjson.dumps(obj))
     except (TypeError, orjson.JSONEncodeError):
         notes.append(Coercion(path, f"{kind.__name__} is not JSON; stored as repr"))
         return clean_text(_safe_repr(obj), path, notes, limit=4096)
+
+
+def _decimal(value: Decimal) -> tuple[Any, str]:
+    """A number where a JSON number holds it exactly (1.10 is 1.1), else its text."""
+    if value.is_finite():
+        if value == value.to_integral_value() and -(1 << 63) <= value < (1 << 64):
+            return int(value), "Decimal stored as a number"
+        number = float(value)
+        if math.isfinite(number) and Decimal(repr(number)) == value:
+            return number, "Decimal stored as a number"
+    return str(value), "Decimal stored as text (a float would change it)"
+
+
+def _numpy(value: Any) -> tuple[Any, str]:
+    """An array as its list; a scalar as the Python number it holds, or as text where a float would bend it
+    (a long double)."""
+    name = type(value).__name__
+    plain = value.tolist()
+    if isinstance(plain, list):
+        return plain, f"{name} stored as a list"
+    if type(plain) in (int, float, bool):
+        return plain, f"{name} stored as {'a boolean' if type(plain) is bool else 'a number'}"
+    return str(value), f"{name} stored as text (a float would change it)"
+
+
+def _numeric_subclass(value: Any) -> tuple[Any, str]:
+    if isinstance(value, float):
+        return float(value), f"{type(value).__name__} stored as a float"
+    return int(value), ""  # an int subclass keeps its value exactly
+
+
+def _enum_value(value: enum.Enum) -> tuple[Any, str]:
+    return value.value, ""  # as orjson writes it
+
+
+_WELL_KNOWN: dict[type, Any] = {
+    Decimal: _decimal,
+    uuid.UUID: lambda v: (str(v), ""),  # as orjson writes it
+    timedelta: lambda v: (v.total_seconds(), "timedelta stored as seconds"),
+}
+# Checked in order with isinstance, for types known by a base: an enum before the int it may also be.
+_WELL_KNOWN_BASES: tuple[tuple[Any, Any], ...] = (
+    (enum.Enum, _enum_value),
+    (os.PathLike, lambda v: (str(os.fspath(v)), f"{type(v).__name__} stored as text")),
+    (str, lambda v: (str.__str__(v), "")),
+    ((int, float), _numeric_subclass),
+    (timedelta, lambda v: (v.total_seconds(), "timedelta stored as seconds")),
+    (Decimal, _decimal),
+    (uuid.UUID, lambda v: (str(v), "")),
+)
 
 
 def _object(obj: dict[Any, Any], path: str, notes: list[Coercion], depth: int, seen: set[int]) -> dict[str, Any]:
@@ -257,10 +338,16 @@ def _safe_repr(value: Any) -> str:
         return f"<{type(value).__name__} with failing repr: {type(exc).__name__}>"
 
 
+# A class of the main script is __main__.X in the parent and __mp_main__.X in a spawned worker: one name.
+MAIN_MODULES = {"__mp_main__": "__main__"}
+
+
 def describe_error(error: Any, notes: list[Coercion], meta: dict[str, Any]) -> str | None:
     """The message for an error argument: text as given; an exception keeps its type and a short traceback."""
     if isinstance(error, BaseException):
-        meta["error_type"] = f"{type(error).__module__}.{type(error).__qualname__}".removeprefix("builtins.")
+        module = type(error).__module__
+        module = MAIN_MODULES.get(module, module)
+        meta["error_type"] = f"{module}.{type(error).__qualname__}".removeprefix("builtins.")
         if error.__traceback__ is not None:
             text = "".join(traceback.format_exception(type(error), error, error.__traceback__, limit=-8))
             meta["traceback"] = text[-MAX_TRACEBACK_CHARS:]
@@ -311,10 +398,10 @@ def _build(raw: Raw, ids: EventIds) -> tuple[Row, list[Coercion]]:
     count = clean_count(total, "total", notes)
     if payload is not None:
         meta["payload"] = payload
-    meta_json = to_json(meta, notes) if meta else None
+    document = _plain(meta, notes) if meta else {}
     if notes:
-        meta["coerced"] = [str(n) for n in notes]
-        meta_json = to_json(meta, [])
+        document["coerced"] = [str(n) for n in notes]
+    meta_json = _bounded_json(document, notes) if document else None
     row: Row = (ids.make(time_ns, seq), batch or "unknown", row_stage, etype, fname, text, gpu, done, count,
                 meta_json, time_ns // 1000)
     return row, notes

@@ -32,8 +32,8 @@ _TEXT_SLOTS = ((1, LIMITS["batch_id"]), (2, LIMITS["stage"]), (3, LIMITS["file_n
 
 
 def build_rows(items: Sequence[Any], ids: EventIds) -> tuple[Sequence[Row], int]:
-    """The rows for a batch of calls, in order, and how many were coerced. Rows made on the caller's
-    thread (strict and spool modes) pass through."""
+    """The rows for a batch of calls (tuples, or the lists their JSON decodes to), in order, and how many
+    were coerced. Rows made on the caller's thread (strict and spool modes) pass through."""
     if not items:
         return [], 0
     if bytes in set(map(type, map(_FIRST, items))):
@@ -94,7 +94,7 @@ def _careful_calls(columns: list[Any]) -> set[int]:
             careful.update(i for i, v in enumerate(column) if v and not _encodes(v))
     for slot in (6, 7):
         column = columns[slot]
-        if column.count(None) == len(column):
+        if _all_none(column):
             continue
         if not set(map(type, column)) <= {int, type(None)}:
             careful.update(i for i, v in enumerate(column) if type(v) is not int and v is not None)
@@ -110,9 +110,9 @@ def _metadata(payloads: Sequence[Any], metadata: Sequence[Any]) -> tuple[list[st
     the careful path: not JSON as orjson takes it, empty, or to be bounded (a null — orjson's NaN —, too
     deep, too big)."""
     n = len(payloads)
-    if payloads.count(None) == n:
+    if _all_none(payloads):
         documents: Sequence[Any] = metadata
-        if metadata.count(None) == n:
+        if _all_none(metadata):
             return [None] * n, set()
     else:
         documents = [m if p is None else _with_payload(m, p) for m, p in zip(metadata, payloads, strict=True)]
@@ -137,6 +137,15 @@ def _metadata(payloads: Sequence[Any], metadata: Sequence[Any]) -> tuple[list[st
             unfit.add(index)
         texts.append(text)
     return texts, unfit
+
+
+_NONE = {type(None)}
+
+
+def _all_none(column: Sequence[Any]) -> bool:
+    """Whether every value is None, by type: ``list.count(None)`` compares with ``==``, and an object whose
+    ``==`` answers an array (numpy, pandas) raises there and would lose the whole batch."""
+    return set(map(type, column)) == _NONE
 
 
 def _with_payload(metadata: Any, payload: Any) -> Any:

@@ -65,6 +65,20 @@ class SinkError(Exception):
         self.code = code
 
 
+# SinkError.code of a table without a unique key on eventId (not a server's errno).
+KEY_MISSING = -1062
+
+
+def no_unique_key(table: str) -> SinkError:
+    """The error of a table without a unique key on eventId. A retried write (after a lost answer, or a
+    replay of the spool) would store its rows twice there, so nothing is written until ``init-db`` adds
+    the key; the error is transient, and the events wait in the spool meanwhile."""
+    return SinkError(f"{table} has no PRIMARY or UNIQUE key on eventId alone, so a retried write could store an "
+                     f"event twice; nothing is written to it until `cofi-eventlog init-db` adds the key "
+                     f"(with --dedupe if it already holds duplicates). The events wait in the spool.",
+                     transient=True, code=KEY_MISSING)
+
+
 class Sink(Protocol):
     """Takes rows and makes them durable; knows nothing of queues or threads."""
 

@@ -183,3 +183,26 @@ def _text(actual: Column, wanted: Column, reasons: list[str]) -> tuple[str | Non
         return f"varchar({max(actual.chars, wanted.chars)})", None
     # JSON would add a validity CHECK, a constraint the column did not have: plain LONGTEXT instead
     return ("longtext" if wanted.base == "json" else wanted.type), None
+
+
+def mysql_unique_event_id(cursor: Any, table: str) -> bool:
+    """Whether a PRIMARY or UNIQUE key of the table is eventId alone (whole, not a prefix): only such a key
+    makes a retried write skip the rows already stored."""
+    cursor.execute("SELECT index_name, GROUP_CONCAT(CONCAT(column_name, IF(sub_part IS NULL, '', '(part)')) "
+                   "ORDER BY seq_in_index) FROM information_schema.statistics WHERE table_schema = DATABASE() "
+                   "AND table_name = %s AND non_unique = 0 GROUP BY index_name", (table,))
+    return any(str(columns) == "eventId" for _, columns in cursor.fetchall())
+
+
+def sqlite_unique_event_id(conn: sqlite3.Connection, table: str) -> bool:
+    """The same for SQLite: a UNIQUE index or the PRIMARY KEY on eventId alone."""
+    primary = [r[0] for r in conn.execute("SELECT name FROM pragma_table_info(?) WHERE pk > 0 ORDER BY pk",
+                                          (table,))]
+    if primary == ["eventId"]:
+        return True
+    for (name,) in conn.execute("SELECT name FROM pragma_index_list(?) WHERE \"unique\" AND partial = 0",
+                                (table,)).fetchall():
+        columns = [r[0] for r in conn.execute("SELECT name FROM pragma_index_info(?) ORDER BY seqno", (name,))]
+        if columns == ["eventId"]:
+            return True
+    return False

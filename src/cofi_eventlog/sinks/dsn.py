@@ -2,7 +2,12 @@
 
 The URL is split by hand rather than by ``urllib``: ``urlsplit`` refuses a password holding a character
 that NFKC normalization turns into a delimiter (``＃``, ``＠``) and quotes the password in its error. No
-message from here ever holds the user's password.
+message from here ever quotes any part of the user name or password, whatever the URL holds; the
+redacted form names the user (it is what a server's "access denied" names) and never the password.
+
+A password need not be in the URL at all: ``?read_default_file=~/.my.cnf`` reads the user, password,
+host, port and socket the URL does not give from a MySQL option file (its ``[client]`` group, or
+``read_default_group``).
 """
 
 from __future__ import annotations
@@ -24,6 +29,9 @@ OPTIONS = {
     "ssl_verify_identity": "true or false: check the certificate names the host (default: false)",
     "unix_socket": "the server's socket file, used instead of TCP",
     "charset": "utf8mb4 only: the library always talks utf8mb4",
+    "read_default_file": "a MySQL option file (~/.my.cnf) giving what the URL does not: user, password, host, "
+                         "port, socket",
+    "read_default_group": "the group of the option file to read (default: client)",
 }
 FLAGS = ("ssl", "ssl_verify_cert", "ssl_verify_identity")
 
@@ -44,6 +52,7 @@ class Dsn:
     path: str = ""
     options: dict[str, str] = field(default_factory=dict)
     hosts: tuple[tuple[str, int], ...] = ()
+    unset: frozenset[str] = frozenset()  # "user", "host": left to their defaults, or to an option file
 
     def __post_init__(self) -> None:
         if not self.hosts:
@@ -60,12 +69,18 @@ class Dsn:
         secret = ":***" if self.password else ""
         others = "&".join(f"{k}={v}" for k, v in self.options.items() if k != "unix_socket")
         target = self._target()
-        return f"mysql://{self.user}{secret}@{target}" + (("&" if "?" in target else "?") + others if others else "")
+        who = f"{self.user}{secret}@" if self.user or secret else ""
+        return f"mysql://{who}{target}" + (("&" if "?" in target else "?") + others if others else "")
 
     def identity(self) -> str:
         """Where rows go, without credentials: every host of the cluster, in the order given."""
         if self.dialect == "sqlite":
             return f"sqlite:///{os.path.abspath(self.path)}"
+        option_file = self.options.get("read_default_file")
+        if option_file and "host" in self.unset:  # the host is the file's
+            group = self.options.get("read_default_group", "client")
+            return f"mysql://{self._target()}?read_default_file={os.path.abspath(os.path.expanduser(option_file))}" \
+                   f"&read_default_group={group}"
         return f"mysql://{self._target()}"
 
     def flag(self, name: str) -> bool | None:
@@ -84,27 +99,33 @@ def parse_dsn(url: str) -> Dsn:
     scheme, rest = url.split("://", 1)
     dialect = SCHEMES.get(scheme.lower())
     if dialect is None:
-        raise ValueError(f"dsn scheme {scheme.lower()[:20]!r} is not supported; use mysql:// or sqlite:///")
+        shown = f" {scheme.lower()!r}" if scheme.isascii() and scheme.replace("+", "").isalpha() and \
+            len(scheme) <= 20 else ""  # anything else may be a user and password with the scheme left out
+        raise ValueError(f"dsn scheme{shown} is not supported; use mysql:// or sqlite:///")
     if dialect == "sqlite":
         path = rest[1:] if rest.startswith("/") else rest  # sqlite:///rel, sqlite:////abs
         if not path:
             raise ValueError("sqlite dsn needs a path: sqlite:///events.db")
         return Dsn("sqlite", path=unquote(path))
     head, _, query = rest.partition("?")
-    if "@" in query and "@" not in head:
+    if "@" in query:  # a '?' in the user name or password: what follows it is theirs, never to be quoted
         raise ValueError("dsn: an '@' follows the '?': percent-encode any '?' or '@' in the user name or "
-                         "password (%3F, %40)")
+                         "password (%3F, %40), and any '@' in an option's value (%40)")
     userinfo, at, target = head.rpartition("@")
     user, _, password = userinfo.partition(":")
     hostlist, _, database = target.partition("/")
     hosts = _hosts(hostlist)
     options = _options(query)
     if not database:
-        raise ValueError(f"mysql dsn needs a database: mysql://{hostlist}/<database>")
+        raise ValueError("mysql dsn needs a database: mysql://user:password@host:3306/<database>")
     if options.get("unix_socket") and len(hosts) > 1:
         raise ValueError("dsn: unix_socket names one server; it cannot go with several hosts")
-    return Dsn("mysql", host=hosts[0][0], port=hosts[0][1], user=unquote(user) if at and user else "root",
-               password=unquote(password), database=unquote(database), options=options, hosts=hosts)
+    if options.get("read_default_group") and not options.get("read_default_file"):
+        raise ValueError("dsn option read_default_group needs read_default_file")
+    unset = frozenset(name for name, given in (("user", at and user), ("host", hostlist)) if not given)
+    default_user = "" if options.get("read_default_file") else "root"
+    return Dsn("mysql", host=hosts[0][0], port=hosts[0][1], user=unquote(user) if at and user else default_user,
+               password=unquote(password), database=unquote(database), options=options, hosts=hosts, unset=unset)
 
 
 def _hosts(hostlist: str) -> tuple[tuple[str, int], ...]:

@@ -15,8 +15,8 @@ from typing import Any
 import pymysql
 from pymysql.constants import COMMAND
 
-from .base import Row, RowBatch, SinkError, insert_check_sql, skip_duplicates
-from .columns import declared, mysql_columns
+from .base import Row, RowBatch, SinkError, insert_check_sql, no_unique_key, skip_duplicates
+from .columns import declared, mysql_columns, mysql_unique_event_id
 from .dsn import Dsn
 from .fit import Fitter
 from .mysql_connect import SAME_HOST_ERRNOS, WRITE_SET_ERRNOS, Link, classify, open_link
@@ -53,7 +53,9 @@ class MySQLSink:
     measured 1.7 to 2 times its text). Values are bounded to the columns the table really has (see fit.py).
 
     With several hosts in the DSN the sink writes to one; when it fails, the next connection goes to the
-    next host, and after ``return_after`` seconds on a later host the first one is tried again.
+    next host, and after ``return_after`` seconds on a later host the first one is tried again. A host is
+    taken only when it can be written to and belongs to the cluster the sink first wrote to (see
+    mysql_connect): never half a batch on one server and half on another.
     """
 
     def __init__(self, dsn: Dsn, table: str, *, create_table: bool = True, timeout: float = 10.0,
@@ -74,6 +76,8 @@ class MySQLSink:
         self._write_set: tuple[int | None, int | None] = (None, None)  # (rows, bytes) a statement may carry
         self._learned: tuple[int | None, int | None] = (None, None)  # the same, halved after a refusal
         self._host = 0
+        self._cluster: str | None = None  # the cluster of the host first written to
+        self._reached: str | None = None  # the cluster of the connection in use
         self._away_since: float | None = None
         self._fitter: Fitter | None = None
         self._conn: Any = None
@@ -92,7 +96,9 @@ class MySQLSink:
 
     def _connection(self) -> Any:
         if self._conn is None:
-            link = open_link(self.dsn, timeout=self._timeout, first=self._host)
+            several = len(self.dsn.hosts) > 1
+            link = open_link(self.dsn, timeout=self._timeout, first=self._host, writable=several,
+                             cluster=self._cluster if several else None)
             conn = link.conn
             try:
                 with conn.cursor() as cur:
@@ -100,6 +106,8 @@ class MySQLSink:
                     if not columns and self._create:  # DDL only when needed: Galera replicates it cluster-wide
                         cur.execute(create_table_sql(self.table))
                         columns = mysql_columns(cur, self.table)
+                    if columns and not mysql_unique_event_id(cur, self.table):
+                        raise no_unique_key(self.table)
                 fitter = Fitter.build(self.table, columns, self._wanted)
                 if self._on_connect is not None:
                     self._on_connect(conn)
@@ -114,6 +122,7 @@ class MySQLSink:
             if link.host != self._host or self._away_since is None:
                 self._away_since = time.monotonic() if link.host else None
             self._host = link.host
+            self._reached = link.cluster
             self._conn = conn
         return self._conn
 
@@ -232,6 +241,8 @@ class MySQLSink:
             self._next_host()
             raise SinkError(f"mysql connection failed: {exc}", transient=True) from None
         self.coerced += coerced
+        if self._cluster is None:
+            self._cluster = self._reached
 
     def _finish(self, conn: Any) -> None:
         """Read the result of the statement sent last."""

@@ -7,8 +7,8 @@ import sqlite3
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from .base import COLUMNS, Row, SinkError, insert_check_sql, iso_utc, skip_duplicates
-from .columns import declared, sqlite_columns
+from .base import COLUMNS, Row, SinkError, insert_check_sql, iso_utc, no_unique_key, skip_duplicates
+from .columns import declared, sqlite_columns, sqlite_unique_event_id
 from .fit import Fitter
 
 
@@ -72,6 +72,8 @@ class SQLiteSink:
                 if not columns and self._create:
                     conn.executescript(create_table_sql(self.table))
                     columns = sqlite_columns(conn, self.table)
+                if columns and not sqlite_unique_event_id(conn, self.table):
+                    raise no_unique_key(self.table)
                 self._fitter = Fitter.build(self.table, columns, declared("sqlite", create_table_sql(self.table)))
                 if self._on_connect is not None:
                     self._on_connect(conn)
@@ -79,6 +81,10 @@ class SQLiteSink:
                 if conn is not None:
                     conn.close()
                 raise SinkError(f"sqlite error: {exc} ({self.path})", transient=_is_transient(exc)) from None
+            except SinkError:
+                if conn is not None:
+                    conn.close()
+                raise
             self._conn = conn
         return self._conn
 

@@ -7,6 +7,10 @@ writer at a time, and a logger waiting for it polls, so there prune rests after 
 chunk took: the loggers get in between chunks instead of waiting out the whole prune. Every deleted
 row is counted. A row is deleted only when its createdAt is before the cutoff too, so an eventId not made
 by this library (one that does not start with its time) can never take a recent row with it.
+
+Retention is by batch: a batch with any event after the cutoff (one still running, or resumed) keeps all
+its events, old ones included, so a batch is never seen half deleted (completed, with its head gone).
+Its old rows go in a later run, once the whole batch is older than the cutoff.
 """
 
 from __future__ import annotations
@@ -76,6 +80,8 @@ class Pruned:
     seconds: float = 0.0
     longest_chunk_seconds: float = 0.0  # the longest DELETE: how long one chunk held its locks
     kept_newer: int = 0  # eventId before the cutoff but createdAt after it: not this library's ids
+    kept_running: int = 0  # old rows of batches that have events after the cutoff: kept with their batch
+    running_batches: int = 0  # those batches
     without_event_id: int = 0  # rows of a table upgraded by init-db, written before it had eventIds
 
 
@@ -86,14 +92,24 @@ def cutoff_key(cutoff: datetime) -> bytes:
     return max(ns, 0).to_bytes(8, "big") + bytes(8)
 
 
+# Batch ids per IN list: well under SQLite's 999 parameters and any statement cap.
+IN_LIST = 500
+
+
 def prune(db: Database, table: str, cutoff: datetime, *, batch_size: int, dry_run: bool,
           show_progress: bool = False) -> Pruned:
-    """Delete (or, dry, count) the rows of ``table`` created before ``cutoff``, naive UTC."""
+    """Delete (or, dry, count) the rows of ``table`` created before ``cutoff``, naive UTC, but none of a batch
+    that has events after it."""
     name, key = db.name(table), cutoff_key(cutoff)
     created = cutoff.isoformat(sep=" ", timespec="microseconds")
-    below, matching = db.fetchall(f"SELECT COUNT(*), SUM(CASE WHEN createdAt < %s THEN 1 ELSE 0 END) FROM {name} "
-                                  "WHERE eventId < %s", (created, key))[0]
-    result = Pruned(table, created, dry_run, matching=int(matching or 0), kept_newer=int(below) - int(matching or 0),
+    old = db.fetchall(f"SELECT batchId, COUNT(*) FROM {name} WHERE eventId < %s AND createdAt < %s GROUP BY batchId",
+                      (key, created))
+    below = int(db.scalar(f"SELECT COUNT(*) FROM {name} WHERE eventId < %s", (key,)))
+    running = _running(db, name, [b for b, _ in old], created)
+    kept_running = sum(int(n) for b, n in old if b in running)
+    result = Pruned(table, created, dry_run, matching=sum(int(n) for _, n in old) - kept_running,
+                    kept_newer=below - sum(int(n) for _, n in old), kept_running=kept_running,
+                    running_batches=len(running),
                     without_event_id=int(db.scalar(f"SELECT COUNT(*) FROM {name} WHERE eventId IS NULL")))
     if dry_run or not result.matching:
         return result
@@ -105,9 +121,16 @@ def prune(db: Database, table: str, cutoff: datetime, *, batch_size: int, dry_ru
         edge = db.scalar(f"SELECT eventId FROM {name} WHERE eventId < %s{after} ORDER BY eventId "
                          f"LIMIT 1 OFFSET {batch_size - 1}", (key, *params))
         upper = ("eventId < %s", key) if edge is None else ("eventId <= %s", bytes(edge))  # None: the last chunk
+        where = f"{upper[0]} AND createdAt < %s{after}"
+        # asked again for each chunk, right before it goes: a batch may have resumed since the count
+        batches = [r[0] for r in db.fetchall(f"SELECT DISTINCT batchId FROM {name} WHERE {where}",
+                                             (upper[1], created, *params))]
+        keep = sorted(_running(db, name, batches, created))
         began = time.monotonic()
-        deleted = db.execute(f"DELETE FROM {name} WHERE {upper[0]} AND createdAt < %s{after}",
-                             (upper[1], created, *params))
+        deleted = 0
+        if len(keep) < len(batches):
+            spare = f" AND batchId NOT IN ({', '.join(['%s'] * len(keep))})" if keep else ""
+            deleted = db.execute(f"DELETE FROM {name} WHERE {where}{spare}", (upper[1], created, *params, *keep))
         took = time.monotonic() - began
         result.longest_chunk_seconds = max(result.longest_chunk_seconds, took)
         result.deleted += deleted
@@ -121,6 +144,17 @@ def prune(db: Database, table: str, cutoff: datetime, *, batch_size: int, dry_ru
     result.seconds = time.monotonic() - started
     bar.finish()
     return result
+
+
+def _running(db: Database, name: str, batches: list[Any], created: str) -> set[Any]:
+    """Those of ``batches`` with an event at or after the cutoff (found along the (batchId, createdAt) index)."""
+    found: set[Any] = set()
+    for start in range(0, len(batches), IN_LIST):
+        part = batches[start:start + IN_LIST]
+        found.update(r[0] for r in db.fetchall(f"SELECT DISTINCT batchId FROM {name} WHERE batchId IN "
+                                               f"({', '.join(['%s'] * len(part))}) AND createdAt >= %s",
+                                               (*part, created)))
+    return found
 
 
 def run(args: argparse.Namespace) -> int:
@@ -152,6 +186,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"deleted {_count(result.deleted, 'event')} in {_count(result.chunks, 'chunk')} of up to "
               f"{args.batch_size:,} rows, {result.seconds:.1f} s{rate}; the longest chunk took "
               f"{result.longest_chunk_seconds * 1000:,.0f} ms")
+    if result.kept_running:
+        print(f"kept {_count(result.kept_running, 'older event')} of {_count(result.running_batches, 'batch')} "
+              "with events after the cutoff: a batch is deleted whole, once all of it is older")
     if result.kept_newer:
         print(f"kept {_count(result.kept_newer, 'row')} whose eventId is older than the cutoff but whose createdAt "
               "is not: their eventIds were not made by this library")
@@ -163,7 +200,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _count(number: int, noun: str) -> str:
-    return f"{number:,} {noun}{'' if number == 1 else 's'}"
+    return f"{number:,} {noun}{'' if number == 1 else 'es' if noun.endswith('ch') else 's'}"
 
 
 def _age(age: timedelta) -> str:

@@ -1,6 +1,6 @@
-"""The spool as the last copy: found again after the credentials change, never deleted unreplayed, never
-trusted when someone else made it; a dead-letter file that cannot be written costs one row, counted;
-and ``cofi-eventlog spool`` on a real leftover spool."""
+"""The spool folder as the last copy: found again after the credentials change, never deleted unwritten,
+never trusted when someone else made it; a dead-letter file that cannot be written costs one row,
+counted; and ``cofi-eventlog spool`` on a real leftover journal."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from faultproxy import FaultProxy
 
 from cofi_eventlog import EventLogger
 from cofi_eventlog.database import Database
+from cofi_eventlog.engine.journal import Journal
 from cofi_eventlog.engine.spool import Spool
 
 pytestmark = pytest.mark.mysql
@@ -43,9 +44,9 @@ def test_a_spool_is_found_again_after_the_password_and_the_host_name_change(
     first = EventLogger(wrong, table=mysql_table, spool_dir=spool_dir)
     for i in range(1000):
         first.file_started("cred", "lid", f"f{i}")
-    assert not first.flush(timeout=10)
+    assert not first.flush(timeout=2)
     first.close()
-    assert first.stats()["spilled"] == 1000
+    assert first.stats()["unwritten"] == 1000
 
     right = EventLogger(mysql_dsn.replace("127.0.0.1", "localhost"), table=mysql_table, spool_dir=spool_dir)
     assert right.spool_folder == first.spool_folder
@@ -79,29 +80,36 @@ def test_a_dead_letter_that_cannot_be_written_costs_that_row_alone_and_flush_ans
     assert landed(mysql_dsn, mysql_table) == (99, 99, 99)
 
 
-def test_flush_is_false_while_the_database_is_down_and_events_are_dropped(
-        fault_proxy: FaultProxy, mysql_table: str, tmp_path: Path) -> None:
+def test_an_unusable_spool_folder_keeps_events_in_memory_and_says_so(
+        fault_proxy: FaultProxy, mysql_dsn: str, mysql_table: str, tmp_path: Path,
+        caplog: pytest.LogCaptureFixture) -> None:
     (tmp_path / "file").write_text("")
     fault_proxy.cut()
     log = EventLogger(fault_proxy.dsn, table=mysql_table, spool_dir=str(tmp_path / "file" / "x"))
-    for i in range(50):
-        log.file_started("down", "lid", f"f{i}")
-    assert not log.flush(timeout=10)
-    assert log.stats()["dropped_spool_full"] == 50
+    with caplog.at_level("WARNING", logger="cofi_eventlog"):
+        for i in range(50):
+            log.file_started("down", "lid", f"f{i}")
+        assert not log.flush(timeout=2)
+    stats = log.stats()
+    assert (stats["not_journaled"], stats["unwritten"], stats["dropped"]) == (50, 50, 0)
+    assert "kept in memory only" in " ".join(r.getMessage() for r in caplog.records)
+    fault_proxy.restore()
+    assert log.flush(timeout=30)
     log.close()
+    assert landed(mysql_dsn, mysql_table) == (50, 50, 50)
 
 
-def test_the_journal_is_never_deleted_unreplayed_when_the_spool_is_at_its_cap(
+def test_the_journal_is_never_deleted_unwritten_when_the_spool_is_at_its_cap(
         fault_proxy: FaultProxy, mysql_dsn: str, mysql_table: str, spool_dir: str) -> None:
-    """Spool mode, database down, a cap the journal fits in but a second copy would not."""
+    """Spool mode, database down, a cap that one small journal fits in."""
     fault_proxy.cut()
     log = EventLogger(fault_proxy.dsn, table=mysql_table, spool_dir=spool_dir, durability="spool",
-                      max_spool_bytes=24 * 1024, batch_size=1000, flush_interval=0.05)
+                      max_spool_bytes=128 * 1024, batch_size=1000, flush_interval=0.05)
     for i in range(100):
         log.file_started("journal", "lid", f"f{i}")
-    assert not log.flush(timeout=10)
+    assert not log.flush(timeout=2)
     log.close()
-    assert log.stats()["not_journaled"] == 0
+    assert (log.stats()["not_journaled"], log.stats()["dropped"]) == (0, 0)
 
     later = EventLogger(mysql_dsn, table=mysql_table, spool_dir=spool_dir)
     assert later.flush(timeout=30)
@@ -114,7 +122,7 @@ def test_last_error_is_cleared_once_the_database_is_back(
     log = EventLogger(fault_proxy.dsn, table=mysql_table, spool_dir=spool_dir)
     fault_proxy.cut()
     log.file_started("b", "lid", "f0")
-    assert not log.flush(timeout=10)
+    assert not log.flush(timeout=2)
     assert "2003" in str(log.stats()["last_error"]) or "2013" in str(log.stats()["last_error"])
     fault_proxy.restore()
     log.file_started("b", "lid", "f1")
@@ -126,7 +134,7 @@ def test_last_error_is_cleared_once_the_database_is_back(
 def test_a_planted_spool_folder_is_not_trusted(
         mysql_dsn: str, mysql_table: str, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     """Someone else's spool_dir: loose permissions, a linked dead-letter file, a FIFO and a foreign
-    segment named like ours. Nothing follows the link, nothing hangs, nothing foreign is replayed."""
+    journal named like ours. Nothing follows the link, nothing hangs, nothing foreign is written."""
     poisoned(mysql_dsn, mysql_table)
     spool_dir = str(tmp_path / "shared")
     folder = Path(EventLogger(mysql_dsn, table=mysql_table, spool_dir=spool_dir).spool_folder)
@@ -135,14 +143,13 @@ def test_a_planted_spool_folder_is_not_trusted(
     victim = tmp_path / "victim.txt"
     victim.write_text("keep me\n")
     (folder / "dead-letter.jsonl").symlink_to(victim)
-    os.mkfifo(folder / "spill-1-1-1.seg")
-    forger = Spool(str(tmp_path / "forge"), max_bytes=1 << 20)  # a well-formed segment of someone else's
-    EventLogger(mysql_dsn, table=mysql_table, spool_dir=str(tmp_path / "forge"))
-    assert forger.spill([(os.urandom(16), "forged", None, "error", "x", None, None, None, None, None, 1)]) is None
-    forger.close()
-    (forged,) = (tmp_path / "forge").glob("*.seg")
-    os.rename(forged, folder / "spill-2-2-2.seg")
-    os.chown(folder / "spill-2-2-2.seg", 65534, 65534)
+    os.mkfifo(folder / "journal-1-1-1.jnl")
+    (tmp_path / "forge").mkdir(mode=0o700)
+    forged = Journal.create(tmp_path / "forge", "journal-2-2-2", 1 << 32, 1 << 16)  # well-formed, someone else's
+    forged.append(b'["error","forged",null,"x",null,null,null,null,null,null,1,1]\n')
+    forged.release(remove=False)
+    os.rename(tmp_path / "forge" / "journal-2-2-2.jnl", folder / "journal-2-2-2.jnl")
+    os.chown(folder / "journal-2-2-2.jnl", 65534, 65534)
 
     log = EventLogger(mysql_dsn, table=mysql_table, spool_dir=spool_dir, **QUIET)  # type: ignore[arg-type]
     with caplog.at_level("WARNING", logger="cofi_eventlog"):
@@ -154,10 +161,11 @@ def test_a_planted_spool_folder_is_not_trusted(
     assert (folder.stat().st_mode & 0o777) == 0o700
     assert victim.read_text() == "keep me\n"
     assert stats["dropped_dead_letter"] == 1
-    assert landed(mysql_dsn, mysql_table) == (9, 9, 9)  # nothing of the forged segment
-    assert (folder / "spill-2-2-2.seg").exists() and (folder / "spill-1-1-1.seg").exists()
+    assert landed(mysql_dsn, mysql_table) == (9, 9, 9)  # nothing of the forged journal
+    assert (folder / "journal-2-2-2.jnl").exists() and (folder / "journal-1-1-1.jnl").exists()
     said = " ".join(r.getMessage() for r in caplog.records)
-    assert "open to other users" in said and "spill-1-1-1.seg skipped" in said and "spill-2-2-2.seg skipped" in said
+    assert "open to other users" in said and "journal-1-1-1.jnl skipped" in said
+    assert "journal-2-2-2.jnl skipped" in said
 
 
 def test_a_spool_folder_owned_by_another_user_is_refused(mysql_dsn: str, mysql_table: str, tmp_path: Path) -> None:
@@ -201,31 +209,27 @@ def test_a_short_write_never_leaves_half_a_dead_letter_line(mysql_dsn: str, mysq
     assert resource.getrlimit(resource.RLIMIT_FSIZE)[0] == resource.RLIM_INFINITY  # the test process unaffected
 
 
-def test_the_dead_letter_file_counts_towards_the_spool_cap(mysql_dsn: str, mysql_table: str, spool_dir: str) -> None:
-    poisoned(mysql_dsn, mysql_table)
-    log = EventLogger(mysql_dsn, table=mysql_table, spool_dir=spool_dir, max_spool_bytes=4096,
-                      **QUIET)  # type: ignore[arg-type]
-    for _ in range(10):
-        log.file_error("cap", "lid", "poison", "x" * 1000)
-    assert not log.flush(30)
-    stats = log.stats()
-    log.close()
-    assert stats["dead_lettered"] == 3 and stats["dropped_dead_letter"] == 7
-    assert Path(log.spool_folder, "dead-letter.jsonl").stat().st_size <= 4096
+def test_the_dead_letter_file_counts_towards_the_spool_cap(tmp_path: Path) -> None:
+    spool = Spool(str(tmp_path / "spool"), max_bytes=8192)
+    entry = {"reason": "refused", "row": ["00" * 16, "cap", None, "error", "poison", "x" * 1000]}
+    answers = [spool.dead_letter(entry) for _ in range(10)]
+    kept = [a for a in answers if a is None]
+    assert 3 <= len(kept) < 8 and all("spool full" in str(a) for a in answers if a is not None)
+    assert spool.measure() <= 8192
 
 
 def test_the_spool_command_on_a_real_leftover_spool(mysql_dsn: str, mysql_table: str, tmp_path: Path) -> None:
     poisoned(mysql_dsn, mysql_table)
     spool_dir = str(tmp_path / "spool")
     wrong = mysql_dsn.replace("root@", "root:hunter2@")
-    gone = EventLogger(wrong, table=mysql_table, spool_dir=spool_dir)  # the database refuses it: all spooled
+    gone = EventLogger(wrong, table=mysql_table, spool_dir=spool_dir)  # the database refuses it: all left
     for i in range(500):
         gone.file_started("left", "lid", "poison" if i in (7, 8) else f"f{i}")
     gone.close()
 
     status = cli("spool", "status", "--spool-dir", spool_dir)
     assert status.returncode == 0, status.stderr
-    assert "500 events waiting" in status.stdout and mysql_table in status.stdout
+    assert "500 events not yet in the database" in status.stdout and mysql_table in status.stdout
     assert "hunter2" not in status.stdout and "127.0.0.1:3306/test" in status.stdout
     (folder,) = json.loads(cli("spool", "status", "--spool-dir", spool_dir, "--json").stdout)
     assert folder["events"] == 500 and folder["oldest"]

@@ -32,7 +32,7 @@ from .writer import Writer
 FAST = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS | orjson.OPT_PASSTHROUGH_SUBCLASS \
     | orjson.OPT_APPEND_NEWLINE
 MAX_RECORD = 2 << 20  # a bigger call is normalized (its metadata bounded) before it is journaled
-COUNTS = ("coerced", "not_journaled", "dropped_queue_full", "dropped_spool_full", "dropped_recursion")
+COUNTS = ("coerced", "dropped_queue_full", "dropped_spool_full", "dropped_recursion")
 
 _dumps = orjson.dumps
 # Journals of closed loggers, by spool folder: calls made after close() go there, and a live logger of the
@@ -186,7 +186,6 @@ class Engine:
         except OSError as exc:
             self._warn("journal", f"no journal in {self.folder} ({exc}): events are kept in memory only, "
                                   f"and lost if this process dies")
-            self._counts["not_journaled"].add()
             return Journal.in_memory(self.ids.node, self._journal_bytes)
 
     # -- the writer ----------------------------------------------------------------------------------
@@ -280,7 +279,9 @@ class Engine:
         return self._left + sum(j.pending() for j in self.own if not j.map.closed)
 
     def counts(self) -> dict[str, int]:
-        return {name: counter.value for name, counter in self._counts.items()}
+        counts = {name: counter.value for name, counter in self._counts.items()}
+        counts["not_journaled"] = sum(j.held() for j in list(self.own) if j.path is None and not j.map.closed)
+        return counts
 
     def dropped(self) -> int:
         writer = self.writer or self.last_writer

@@ -157,6 +157,10 @@ class Journal:
         nul = self.map.find(b"\0", DATA)
         return (len(self.map) if nul < 0 else nul) - self.end
 
+    def held(self) -> int:
+        """Records appended so far, written or not."""
+        return self.map[DATA:self.end].count(b"\n")
+
     def pending(self) -> int:
         """Records not yet committed."""
         return self.map[self.committed:self.end].count(b"\n")

@@ -312,9 +312,9 @@ class Writer:
         return time.monotonic() < self._down_until
 
     def _up(self) -> None:
-        if self._down_until:
+        if self._backoff.failures:
             self.stats.last_error = None  # recovered
-        self._backoff.reset()
+            self._backoff.reset()
         self._down_until = 0.0
 
     def _went_down(self, exc: SinkError) -> None:

@@ -1,12 +1,12 @@
 """Where pipelines really run: spawn and forkserver pools after configure(), the end of a ``with Pool()``
-block, SIGTERM from a container stop, an application's own SIGTERM handler, a broken environment."""
+block, a broken environment, secrets kept out of children's environments. (Deaths of every kind, and
+signals, are in test_crash_safety.py.)"""
 
 from __future__ import annotations
 
 import json
 import multiprocessing
 import os
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -18,7 +18,7 @@ from cofi_eventlog import EventLogger, PreflightError
 
 pytestmark = pytest.mark.mysql
 
-QUIET = {"batch_size": 1_000_000, "flush_interval": 3600.0}  # nothing is written before close or SIGTERM
+QUIET = {"batch_size": 1_000_000, "flush_interval": 3600.0}  # nothing is written before close or a flush
 
 
 def log_files(n: int) -> int:
@@ -47,11 +47,13 @@ def test_configure_in_the_parent_reaches_spawn_and_forkserver_workers(
 @pytest.mark.parametrize("method", ["fork", "spawn"])
 def test_leaving_a_with_pool_block_terminates_the_workers_and_loses_nothing(
         mysql_dsn: str, mysql_table: str, spool_dir: str, method: str) -> None:
-    """``Pool.__exit__`` calls terminate(): SIGTERM to workers whose events are all still queued."""
+    """``Pool.__exit__`` calls terminate(): SIGTERM ends workers whose events are all still in their journals;
+    the parent's logger (the same target) writes them at its next flush."""
     EventLogger.configure(mysql_dsn, table=mysql_table, spool_dir=spool_dir, **QUIET)  # type: ignore[arg-type]
     with multiprocessing.get_context(method).Pool(2) as pool:
         pids = pool.map(log_files, range(8), chunksize=1)
     assert len(set(pids)) == 2
+    assert EventLogger.flush(timeout=30)
     assert landed(mysql_dsn, mysql_table) == (2000, 2000, 2000)
 
 
@@ -61,95 +63,13 @@ def test_pool_terminate_loses_nothing(mysql_dsn: str, mysql_table: str, spool_di
     pool.map(log_files, range(4), chunksize=1)
     pool.terminate()
     pool.join()
+    assert EventLogger.flush(timeout=30)
     assert landed(mysql_dsn, mysql_table) == (1000, 1000, 1000)
-
-
-SIGTERMED = r"""
-import os, signal, sys
-from cofi_eventlog import EventLogger, close_all
-
-dsn, table, spool_dir, own_handler = sys.argv[1:5]
-if own_handler == "yes":
-    def stop(signum, frame):  # the application's own handler, chaining the library's drain
-        close_all()
-        os.write(2, b"app handler ran\n")
-        os._exit(7)
-    signal.signal(signal.SIGTERM, stop)
-EventLogger.configure(dsn, table=table, spool_dir=spool_dir, batch_size=1_000_000, flush_interval=3600)
-os.write(1, b"ready\n")
-i = 0
-while True:
-    EventLogger.file_started("term", "lid", f"f{i}")
-    os.write(1, b"%d\n" % i)  # after the call returned
-    i += 1
-"""
-
-
-def run_until_sigterm(args: list[str], returned: int) -> tuple[set[int], subprocess.CompletedProcess[bytes]]:
-    child = subprocess.Popen([sys.executable, "-c", SIGTERMED, *args], stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE)
-    assert child.stdout is not None and child.stdout.readline() == b"ready\n"
-    reported: set[int] = set()
-    while len(reported) < returned:
-        reported.add(int(child.stdout.readline()))
-    child.send_signal(signal.SIGTERM)
-    out, err = child.communicate(timeout=60)
-    reported.update(int(line) for line in out.split(b"\n") if line.strip().isdigit())
-    return reported, subprocess.CompletedProcess(child.args, child.returncode, out, err)
-
-
-def test_sigterm_writes_the_queue_then_ends_the_process_with_status_143(
-        mysql_dsn: str, mysql_table: str, spool_dir: str) -> None:
-    """The process keeps logging while the loggers close: those calls are spooled, and the next logger
-    replays them."""
-    reported, done = run_until_sigterm([mysql_dsn, mysql_table, spool_dir, "no"], returned=3000)
-    assert done.returncode == 128 + signal.SIGTERM, done.stderr
-    written_by_the_child = landed(mysql_dsn, mysql_table)[0]
-    replayer = EventLogger(mysql_dsn, table=mysql_table, spool_dir=spool_dir)
-    assert replayer.flush(timeout=30)
-    replayer.close()
-    rows, ids, files = landed(mysql_dsn, mysql_table)
-    assert rows == ids == files >= len(reported) >= 3000  # every returned call, and maybe the one in flight
-    assert written_by_the_child >= 3000
-
-
-BLOCKED = r"""
-import multiprocessing, os, sys
-from cofi_eventlog import EventLogger
-
-dsn, table, spool_dir = sys.argv[1:4]
-EventLogger.configure(dsn, table=table, spool_dir=spool_dir, batch_size=1_000_000, flush_interval=3600)
-for i in range(500):
-    EventLogger.file_started("blocked", "lid", f"f{i}")
-lock = multiprocessing.Lock()
-lock.acquire()
-os.write(1, b"ready\n")
-lock.acquire()  # blocked for good in a semaphore, as a Pool worker waits for its next task
-"""
-
-
-def test_sigterm_drains_a_process_whose_main_thread_is_blocked_for_good(
-        mysql_dsn: str, mysql_table: str, spool_dir: str) -> None:
-    child = subprocess.Popen([sys.executable, "-c", BLOCKED, mysql_dsn, mysql_table, spool_dir],
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    assert child.stdout is not None and child.stdout.readline() == b"ready\n"
-    child.send_signal(signal.SIGTERM)
-    _, err = child.communicate(timeout=60)
-    assert child.returncode == 128 + signal.SIGTERM, err
-    assert landed(mysql_dsn, mysql_table) == (500, 500, 500)
-
-
-def test_an_application_s_own_sigterm_handler_is_kept_and_can_chain_the_drain(
-        mysql_dsn: str, mysql_table: str, spool_dir: str) -> None:
-    reported, done = run_until_sigterm([mysql_dsn, mysql_table, spool_dir, "yes"], returned=2000)
-    assert done.returncode == 7 and b"app handler ran" in done.stderr
-    rows, ids, _ = landed(mysql_dsn, mysql_table)
-    assert rows == ids >= len(reported) >= 2000
 
 
 def test_a_malformed_dsn_in_the_environment_never_raises_into_the_pipeline(
         mysql_dsn: str, mysql_table: str, tmp_path: Path) -> None:
-    """Class-level calls spool what they cannot send; the pipeline's own exception is the one it sees;
+    """Class-level calls keep what they cannot send; the pipeline's own exception is the one it sees;
     ``cofi-eventlog spool replay`` delivers the events once a good DSN is known."""
     script = r"""
 import logging, sys
@@ -161,7 +81,7 @@ try:
     raise KeyError("the pipeline's own error")
 except KeyError as exc:
     EventLogger.file_error("envdsn", "lid", "f0", exc)
-    print(EventLogger.flush(timeout=5), EventLogger.stats()["spilled"])
+    print(EventLogger.flush(timeout=1), EventLogger.stats()["unwritten"])
 """
     env = {**os.environ, "COFI_EVENTLOG_DSN": "mysql://root@127.0.0.1:notaport/test",
            "COFI_EVENTLOG_OPTIONS": json.dumps({"table": mysql_table}), "XDG_STATE_HOME": str(tmp_path)}
@@ -225,3 +145,31 @@ def test_the_readme_deploying_example_runs_as_written(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     rows = rows_of(f"sqlite:///{tmp_path / 'events.db'}", "batchExecutionLog")
     assert len(rows) == 200 and {r["gpuIp"] for r in rows} == {os.uname().nodename}
+
+
+SHOW_ENVIRONMENT = r"""
+import json, os
+from cofi_eventlog import EventLogger
+print(json.dumps({"where": EventLogger.default().stats()["dsn"], "env": dict(os.environ)}))
+"""
+
+
+def test_configure_keeps_the_password_out_of_children_s_environments(tmp_path: Path) -> None:
+    secret = "s3cr3t-Pa55"
+    EventLogger.configure(f"mysql://cofi:{secret}@db-host:3306/cofi", table="t", spool_dir=str(tmp_path / "s"))
+    assert not any(secret in value for value in os.environ.values())
+    reference = Path(os.environ["COFI_EVENTLOG_DSN_FILE"])
+    assert (reference.stat().st_mode & 0o777) == 0o600 and secret in reference.read_text()
+    child = subprocess.run([sys.executable, "-c", SHOW_ENVIRONMENT], capture_output=True, text=True, timeout=60)
+    assert child.returncode == 0, child.stderr
+    seen = json.loads(child.stdout)
+    assert seen["where"] == "mysql://cofi:***@db-host:3306/cofi"  # the child logs where the parent said
+    assert secret not in json.dumps(seen["env"])
+
+
+def test_a_relative_sqlite_dsn_travels_made_absolute(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    EventLogger.configure("sqlite:///rel.db", spool_dir=str(tmp_path / "s"))
+    child = subprocess.run([sys.executable, "-c", SHOW_ENVIRONMENT], capture_output=True, text=True, timeout=60,
+                           cwd="/")
+    assert json.loads(child.stdout)["where"] == f"sqlite:///{tmp_path / 'rel.db'}"

@@ -25,6 +25,7 @@ from typing import Any, ClassVar, Concatenate, Generic, ParamSpec, TypeVar
 
 import orjson
 
+from .engine import lifecycle
 from .engine.diagnostics import Warner
 from .engine.engine import Engine
 from .engine.spool import default_spool_dir, secure_folder, spool_key
@@ -237,6 +238,7 @@ class EventLogger:
             old, cls._default = cls._default, new
         if old is not None:
             old.close()
+        lifecycle.track(new._engine)  # closed at exit even if it never logs: it writes what dead workers left
         return new
 
     # -- events --------------------------------------------------------------------------------------

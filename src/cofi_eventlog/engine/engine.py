@@ -25,7 +25,7 @@ from ..sinks.base import Sink
 from . import lifecycle
 from .diagnostics import BUSY, Warner, in_diagnostics
 from .journal import Journal, JournalFull
-from .spool import Spool, SpoolFull
+from .spool import Spool, SpoolFull, has_journals
 from .stats import AtomicCounter
 from .writer import Writer
 
@@ -243,6 +243,8 @@ class Engine:
     def close(self, timeout: float | None = None) -> None:
         """Write what there is within ``timeout``, then stop the writer and let go of the journals: those
         fully written are deleted, the others left for the next logger of this target to adopt."""
+        if self.writer is None and self.journal is None and not self.closed and has_journals(self.folder):
+            self._started()  # a logger that never logged still adopts what processes that are gone left
         self.closed = True
         writer = self.writer
         if writer is None:

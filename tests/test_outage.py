@@ -257,3 +257,21 @@ def test_own_warnings_never_come_back_in_as_events(
     assert stats["dropped_recursion"] >= 1  # the outage was warned about, and the echo refused
     assert landed(mysql_dsn, mysql_table, "WHERE batchId = 'echo'") == (0, 0, 0)
     assert landed(mysql_dsn, mysql_table, "WHERE batchId = 'real'") == (201, 201, 201)
+
+
+def test_a_flush_without_timeout_is_answered_when_close_gives_up(
+        fault_proxy: FaultProxy, mysql_table: str, spool_dir: str) -> None:
+    log = EventLogger(fault_proxy.dsn, table=mysql_table, spool_dir=spool_dir, timeout=5)
+    log.file_started("b", "lid", "f0")
+    assert log.flush(timeout=10)
+    fault_proxy.hang()
+    log.file_started("b", "lid", "f1")
+    answer: list[bool] = []
+    flusher = threading.Thread(target=lambda: answer.append(log.flush()))  # no timeout
+    flusher.start()
+    time.sleep(0.5)
+    assert answer == []  # it waits through the outage
+    log.close(timeout=0.5)
+    flusher.join(10)
+    assert answer == [False]
+    assert log.stats()["unwritten"] == 1

@@ -97,7 +97,7 @@ class Engine:
         except TypeError:
             record = self._careful(item)
         else:  # orjson writes a NaN as null, silently: a null that is no None of the call is looked at
-            if record.count(b"null") != item.count(None) or len(record) > MAX_RECORD or self._strict:
+            if self._strict or len(record) > MAX_RECORD or record.count(b"null") != item.count(None):
                 record = self._careful(item)
         journal = self.journal or self._started()
         if self._limit and self._over_limit():
@@ -106,12 +106,12 @@ class Engine:
             try:
                 journal.append(record)
             except JournalFull:
-                waiting = -1
+                count = -1
             else:
-                waiting = self._count_appended() + 1 - self.committed()
-        if waiting < 0:
-            return self._rotate_and_append(record)
-        if waiting >= self.batch_size and not self._wake.is_set():
+                count = self._count_appended()
+        if count < 0:
+            self._rotate_and_append(record)
+        elif not count % self.batch_size:  # a batch's worth more: the writer takes it now
             self._wake.set()
 
     def _careful(self, item: Raw) -> bytes:
@@ -143,10 +143,6 @@ class Engine:
     def appended(self) -> int:
         """Events in this process's journals."""
         return self._appended.value
-
-    def committed(self) -> int:
-        writer = self.writer
-        return writer.committed if writer is not None else 0
 
     def _rotate_and_append(self, record: bytes) -> None:
         """The journal is full (or sealed by close): seal it and start the next one, or drop at the cap."""

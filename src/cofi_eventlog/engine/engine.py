@@ -155,7 +155,6 @@ class Engine:
                         self._count_appended()
                         return
                     except JournalFull:
-                        journal.capacity = 0  # no append after the seal
                         journal.seal()
             fresh = self._new_journal()
             if fresh is None:
@@ -262,7 +261,6 @@ class Engine:
             self._left += sum(j.pending() for j in journals)
             for journal in [*journals, *(a for a, _ in writer.adopted)]:
                 with journal.lock:
-                    journal.capacity = 0
                     journal.seal()
                 journal.release(remove=journal.done())
             for journal in journals:

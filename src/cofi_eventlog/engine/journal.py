@@ -115,7 +115,8 @@ class Journal:
         return bool(HEADER.unpack_from(self.map, 0)[3])
 
     def seal(self) -> None:
-        """No record will be appended any more: once committed, the journal may go."""
+        """No record will be appended any more (hold ``lock``): once committed, the journal may go."""
+        self.capacity = 0  # every later append finds it full
         struct.pack_into("<Q", self.map, SEALED_AT, 1)
 
     def done(self) -> bool:

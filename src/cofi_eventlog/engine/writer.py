@@ -67,6 +67,7 @@ class Writer:
         self.idle_timeout = idle_timeout
         self.appended = appended  # events the callers have put in the own journals so far
         self.committed = 0  # of those, how many are in the database (or dead-lettered)
+        self._taken = 0  # of those, how many were taken to be written (committed, or on their way)
         self.wake = threading.Event()  # a batch is full
         self.urgent = threading.Event()  # a flush or the close: try the database even during a backoff
         self.stats = WriterStats()
@@ -241,7 +242,7 @@ class Writer:
         """The next records to write: this process's first, oldest journal first, then adopted ones."""
         limit = PIPELINED * self.batch_size
         if not everything:  # whole batches only; the rest lingers
-            pending = self.appended() - self.committed - self._taken()
+            pending = self.appended() - self._taken
             limit = min(limit, pending // self.batch_size * self.batch_size)
         for journal in list(self.own) if limit > 0 else []:
             chunk = self._chunk(journal, limit, self.ids, own=True)
@@ -263,9 +264,6 @@ class Writer:
                 return chunk
         return None
 
-    def _taken(self) -> int:
-        return self._ahead.count if self._ahead is not None and self._ahead.own else 0
-
     def _take_ahead(self, everything: bool) -> None:
         """While the server runs a statement, take the next batch and build its rows, so the server does
         not wait for them (the sink calls this back, knowing nothing of journals)."""
@@ -276,6 +274,8 @@ class Writer:
         data, count, stop = journal.take(limit)
         if not count:
             return None
+        if own:
+            self._taken += count
         items, unreadable = decode(data)
         for line in unreadable:  # not written by this library's journal code: kept for a person to look at
             self._dead_letter_text(line, f"unreadable record in journal {journal.path}")
@@ -320,6 +320,7 @@ class Writer:
     def _went_down(self, exc: SinkError) -> None:
         """The events taken stay in their journals, to be taken again once the backoff is over."""
         self._ahead = None
+        self._taken = self.committed
         for journal in [*self.own, *(a for a, _ in self.adopted), *self._borrowed()]:
             journal.rewind()
         self.stats.retries += 1

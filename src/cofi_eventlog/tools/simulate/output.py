@@ -73,6 +73,7 @@ def _paced_lines(sqlite: bool) -> list[tuple[str, Any, Any]]:
         ("statements per event", lambda r: r.tally.statements / r.events if r.events else None, lambda v: f"{v:.3f}"),
         ("worker CPU µs per event", lambda r: r.worker_cpu_seconds / r.events * 1e6 if r.events else None,
          lambda v: f"{v:,.0f}"),
+        ("  after the first stage", lambda r: r.steady_cpu_us_per_event, lambda v: f"{v:,.0f}"),
         ("delay to visible, median s", lambda r: _delay(r, "median"), _seconds),
         ("delay to visible, p99 s", lambda r: _delay(r, "p99"), _seconds),
     ]
@@ -135,8 +136,9 @@ def _paced_notes(results: dict[str, ShapeResult]) -> list[str]:
         return out
     out.append("Worker CPU: each worker process's own user + system time (every thread: the stages' loop and the "
                "logger's writer), from its first call until its logger closed, summed over the workers and divided "
-               "by their events. Compare with the unlogged shape (--mode buffered,unlogged): the same pace with no "
-               "logging.")
+               "by their events; \"after the first stage\" leaves out the first stage, and with it the logger's "
+               "one-time start (thread, connection, table check): what a long-running worker pays per event. "
+               "Compare with the unlogged shape (--mode buffered,unlogged): the same pace with no logging.")
     watched = [r.watched for r in paced if r.watched is not None]
     if watched:
         out.append(f"Delay: from a call (its createdAt) to the first poll of the table that saw its row; the table "

@@ -48,11 +48,17 @@ class ShapeResult:
     writer: dict[str, Any] = field(default_factory=dict)
     pace: Pace | None = None  # a paced run, with what it measured below
     worker_cpu_seconds: float = 0.0
+    steady_cpu_seconds: float = 0.0  # from each worker's second stage on (see paced.PacedResult)
+    steady_events: int = 0
     watched: Watched | None = None  # None: nothing written (unlogged)
 
     @property
     def lost(self) -> int:
         return self.rows_expected - self.rows_found
+
+    @property
+    def steady_cpu_us_per_event(self) -> float | None:
+        return self.steady_cpu_seconds / self.steady_events * 1e6 if self.steady_events else None
 
     def paced_json(self) -> dict[str, Any]:
         """The paced run's own figures: statements per event, delay, connections, the workers' CPU."""
@@ -65,6 +71,8 @@ class ShapeResult:
                if self.server_wide is None else {}),
             "worker_cpu_seconds": round(self.worker_cpu_seconds, 4),
             "worker_cpu_us_per_event": round(self.worker_cpu_seconds / self.events * 1e6, 2) if self.events else None,
+            "worker_cpu_us_per_event_after_first_stage": round(self.steady_cpu_us_per_event, 2)
+            if self.steady_cpu_us_per_event is not None else None,
         }
         w = self.watched
         if w is not None:
@@ -123,6 +131,7 @@ def run_shape(shape: str, target: Target, plan: Plan, workers: int, pace: Pace |
         after = server_status(db) if target.dialect == "mysql" else None
         found = count_rows(db, target, shape, batch_id) if shape != "unlogged" else 0
     events = sum(r.events for r in results)
+    paced = [r for r in results if isinstance(r, PacedResult)]
     result = ShapeResult(
         shape, batch_id, workers, events,
         rows_expected=events * ROWS_PER_EVENT[shape],
@@ -134,7 +143,9 @@ def run_shape(shape: str, target: Target, plan: Plan, workers: int, pace: Pace |
         flushed=all(r.flushed for r in results),
         writer=_summed([r.writer for r in results]),
         pace=pace,
-        worker_cpu_seconds=sum(r.cpu_seconds for r in results if isinstance(r, PacedResult)),
+        worker_cpu_seconds=sum(r.cpu_seconds for r in paced),
+        steady_cpu_seconds=sum(r.steady_cpu_seconds for r in paced),
+        steady_events=sum(r.steady_events for r in paced),
         watched=watched,
     )
     bar.finish(f"{shape}: {events:,} events in {result.wall_seconds:.2f} s, {result.lost:,} lost")

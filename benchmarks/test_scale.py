@@ -1,12 +1,19 @@
 """64 paced worker processes against one MariaDB and against the tests' 3-node Galera cluster: what the
 server takes from a pipeline's many workers at a worker's pace, one writer and connection per process.
 
+Three targets: the shared server (COFI_EVENTLOG_TEST_DSN, by default 127.0.0.1:3306, with its own settings
+and whatever other sessions do meanwhile), a private mariadbd set up as each Galera node is (tests/servers.py:
+small buffer pool and logs, no binary log) with nothing else on it, and the 3-node cluster, written through
+its first node.
+
 Each run is ``cofi-eventlog simulate --workers 64 --file-seconds PACE --mode buffered`` for about 20 s:
 rows/s and INSERT statements/s as the server counted them, the library's connections at once, the delay
 from a call to its row being visible (median, p99), and the server's CPU per row: the mariadbd processes'
 user + system time (/proc/<pid>/stat), sampled through the run and read over the span from the first
 call to the last row visible. That CPU includes the run's own reading (the delay polls, about ten a
-second) and, on the shared server, whatever other sessions did meanwhile; its idle rate is printed too.
+second): after the run the same reading is asked again and its CPU is given, to be taken out. On the shared
+server it also includes whatever other sessions did meanwhile (their statements are in ``server_wide``);
+the idle rate before the run is printed too.
 
 64 processes load this 2-core machine for minutes, so the module runs only under ``--benchmark-only``.
 The assertions are on counts (rows, losses, connections); the figures are printed, never asserted.
@@ -32,7 +39,7 @@ from cofi_eventlog.tools.simulate.pipeline import STAGES, Plan
 from cofi_eventlog.tools.simulate.sampler import micros
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from servers import Galera, galera_cluster  # the tests' private servers
+from servers import Galera, Server, galera_cluster, scratch  # the tests' private servers
 
 WORKERS = 64
 SECONDS = 20.0  # of paced work per worker
@@ -53,6 +60,16 @@ def galera() -> Iterator[Galera]:
     cluster = galera_cluster()
     yield cluster
     cluster.stop()
+
+
+@pytest.fixture(scope="module")
+def single() -> Iterator[Server]:
+    """One private mariadbd with the Galera nodes' settings (tests/servers.py) and no other session."""
+    server = Server(scratch("cofi-scale-"), "single")
+    server.start()
+    server.sql("CREATE DATABASE test")
+    yield server
+    server.stop()
 
 
 def cpu_seconds(pid: int) -> float:
@@ -111,6 +128,21 @@ def call_span(dsn: str, table: str, batch_id: str, delay_max: float) -> tuple[fl
     return micros(first) / 1e6, micros(last) / 1e6 + delay_max
 
 
+def replay_polls(dsn: str, table: str, batch_id: str, rows: int, delay: dict[str, Any]) -> None:
+    """What the run's delay polls asked of the server, asked again: as many index rows read (the whole batch,
+    over and over) and as many connection counts, so that their share of the server's CPU can be taken out."""
+    with Database(dsn) as db:
+        name = db.name(table)
+        for _ in range(round(delay["rows_read"] / rows)):
+            db.fetchall(f"SELECT eventId, createdAt FROM {name} WHERE batchId = %s AND createdAt >= %s",
+                        (batch_id, "1970-01-01 00:00:00.000000"))
+        for _ in range(delay["polls"]):
+            db.fetchall(f"SELECT eventId, createdAt FROM {name} WHERE batchId = %s AND createdAt >= %s",
+                        (batch_id, "9999-01-01 00:00:00.000000"))  # each poll's own statement, no rows
+            db.fetchall("SELECT ID FROM information_schema.PROCESSLIST")
+            db.fetchall("SHOW GLOBAL STATUS LIKE 'Threads_connected'")
+
+
 def scale_run(benchmark: Any, summary: list[str], capsys: pytest.CaptureFixture[str], label: str, dsn: str,
               table: str, pids: list[int], pace: float) -> dict[str, Any]:
     files = WORKERS * round(SECONDS / (len(STAGES) * pace))
@@ -122,9 +154,14 @@ def scale_run(benchmark: Any, summary: list[str], capsys: pytest.CaptureFixture[
     idle_end = time.time()
     try:
         code = benchmark.pedantic(main, args=(argv,), rounds=1)
+        result = json.loads(capsys.readouterr().out)["buffered"]
+        time.sleep(1.0)
+        replay_start = time.time()
+        replay_polls(dsn, table, result["batch_id"], result["rows_found"], result["paced"]["delay_seconds"])
+        replay_end = time.time()
+        time.sleep(2 * CpuSampler.SAMPLE)
     finally:
         sampler.stop()
-    result = json.loads(capsys.readouterr().out)["buffered"]
     paced, events = result["paced"], Plan.make(files, 0.01).events()
     delay, connections = paced["delay_seconds"], paced["connections"]
     assert code == 0
@@ -136,7 +173,9 @@ def scale_run(benchmark: Any, summary: list[str], capsys: pytest.CaptureFixture[
     server = sampler.over(start, end)
     idle = sampler.over(sampler.times[0], idle_end)
     idle_rate = sum(idle) / max(idle_end - sampler.times[0], 1e-9)
+    polls = sum(sampler.over(replay_start, replay_end))
     rows, statements = result["rows_inserted"], result["insert_statements"]
+    writing = sum(server) - polls
     figures = {
         "target": label, "workers": WORKERS, "file_seconds": pace, "flush_interval": "default (0.5)",
         "events": events, "span_seconds": round(span, 2), "rows_per_second": round(rows / span, 1),
@@ -146,14 +185,17 @@ def scale_run(benchmark: Any, summary: list[str], capsys: pytest.CaptureFixture[
         "delay_median": delay["median"], "delay_p99": delay["p99"], "delay_max": delay["max"],
         "server_cpu_seconds": [round(c, 2) for c in server],
         "server_cpu_us_per_row": round(sum(server) / rows * 1e6, 1) if pids else None,
+        "server_cpu_polls_replayed_seconds": round(polls, 2) if pids else None,
+        "server_cpu_us_per_row_without_polls": round(writing / rows * 1e6, 1) if pids else None,
         "server_cpu_share_of_a_core": round(sum(server) / span, 3) if pids else None,
         "server_idle_share_of_a_core": round(idle_rate, 3) if pids else None,
         "worker_cpu_us_per_event_after_first_stage": paced["worker_cpu_us_per_event_after_first_stage"],
         "server_wide": result["server_wide"], "statements": statements,
     }
     benchmark.extra_info.update(figures)
-    cpu = (f"server CPU {sum(server) / rows * 1e6:,.0f} µs per row ({sum(server) / span:.2f} of a core; idle "
-           f"{idle_rate:.2f})" if pids else "server CPU not measured (not a local server)")
+    cpu = (f"server CPU {sum(server) / rows * 1e6:,.0f} µs per row, {writing / rows * 1e6:,.0f} without the delay "
+           f"polls' share ({sum(server) / span:.2f} of a core; idle {idle_rate:.2f})" if pids
+           else "server CPU not measured (not a local server)")
     summary.append(f"{label}, {WORKERS} workers at {pace} s per file and stage: {rows / span:,.0f} rows/s, "
                    f"{statements / span:,.1f} INSERT statements/s ({rows / statements:.1f} rows each), "
                    f"{connections['library_at_once_max']} connections at once, delay median {delay['median']:.2f} s "
@@ -167,6 +209,16 @@ def test_one_mariadb(benchmark: Any, summary: list[str], capsys: pytest.CaptureF
                      new_table: Callable[[], str], pace: float) -> None:
     pid = local_server_pid(mysql_dsn)
     scale_run(benchmark, summary, capsys, "MariaDB", mysql_dsn, new_table(), [pid] if pid else [], pace)
+
+
+@pytest.mark.parametrize("pace", PACES)
+@pytest.mark.benchmark(group="64 paced workers")
+def test_private_mariadb(benchmark: Any, summary: list[str], capsys: pytest.CaptureFixture[str], single: Server,
+                         pace: float) -> None:
+    """The same on a server of its own, set up as each Galera node is: nothing else runs on it."""
+    assert single.process is not None
+    scale_run(benchmark, summary, capsys, "MariaDB, private, the Galera nodes' settings", single.dsn(),
+              f"scale_{time.monotonic_ns() % 10**12}", [single.process.pid], pace)
 
 
 @pytest.mark.parametrize("pace", PACES)

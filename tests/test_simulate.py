@@ -269,6 +269,7 @@ def check_paced(shape: dict[str, Any], events: int) -> dict[str, Any]:
     assert delay["rows_seen"] == events  # each row's delay, once: the polls and the final reading add up
     assert 0 <= delay["median"] <= delay["p99"] <= delay["max"]
     assert 0 <= delay["missed_by_polls"] <= events
+    assert delay["rows_read"] >= events and delay["polls"] >= 1  # the final reading alone returns every row
     assert paced["worker_cpu_seconds"] > 0 and paced["worker_cpu_us_per_event_after_first_stage"] > 0
     assert paced["worker_cpu_us_per_event"] == pytest.approx(paced["worker_cpu_seconds"] / events * 1e6, abs=1)
     return paced

@@ -6,9 +6,11 @@ it has not seen yet; a row first seen by the poll sent at time T is counted as v
 (T − createdAt) is high by at most one poll interval. A worker's rows become visible in the order of its
 calls (its writer sends them in that order, each batch committed at once), so a poll need only read
 from the oldest of the workers' newest visible calls on, and a worker whose events are all durable drops
-out of the reading. Once the run is over, every row of the batch is read once more: a row the polls did
-not see (the order broke, say after a replay from the spool) is counted as missed and given the time of
-that last reading, which can only overstate its delay.
+out of the reading. A poll reads only the (batchId, createdAt) index, which holds the eventId too; the
+worker behind a row is found from its eventId's logger node (bytes 8–11, one per process), looking up the
+gpuIp of the first row of each node once. Once the run is over, every row of the batch is read once more:
+a row the polls did not see (the order broke, say after a replay from the spool) is counted as missed and
+given the time of that last reading, which can only overstate its delay.
 
 Connections (MySQL/MariaDB). Each worker reports the thread id of every connection its logger opens; a
 poll counts how many of them the server's PROCESSLIST still lists. ``Threads_connected`` above its value
@@ -53,6 +55,7 @@ class Watched:
     delays: list[float] = field(default_factory=list)  # seconds from call to visible, one per row
     missed: int = 0  # rows the polls did not see, dated by the final reading
     polls: int = 0
+    rows_read: int = 0  # rows the polls and the final reading returned, the already seen ones included
     poll_seconds: float = 0.0  # mean time between polls
     library_connections_max: int | None = None  # MySQL only
     library_connections_opened: int | None = None
@@ -64,7 +67,7 @@ class Watched:
         ordered = sorted(self.delays)
         return {"median": round(statistics.median(ordered), 4), "p99": round(percentile(ordered, 0.99), 4),
                 "max": round(ordered[-1], 4), "rows_seen": len(ordered), "missed_by_polls": self.missed,
-                "poll_seconds": round(self.poll_seconds, 4)}
+                "poll_seconds": round(self.poll_seconds, 4), "polls": self.polls, "rows_read": self.rows_read}
 
 
 class Sampler(threading.Thread):
@@ -79,8 +82,10 @@ class Sampler(threading.Thread):
         self.done = done
         self.connections = connections
         self.watched = Watched()
-        self._select = (f"SELECT gpuIp, eventId, createdAt FROM {self.db.name(table)} "
+        self._select = (f"SELECT eventId, createdAt FROM {self.db.name(table)} "
                         "WHERE batchId = %s AND createdAt >= %s")
+        self._gpu_ip = f"SELECT gpuIp FROM {self.db.name(table)} WHERE eventId = %s"
+        self._node_worker: dict[bytes, int | None] = {}
         self._start_us = time.time_ns() // 1000 - 1_000_000  # before any call, with room for a clock step
         self._newest: list[int | None] = [None] * len(gpu_ips)  # createdAt of each worker's newest visible row
         self._gone = [False] * len(gpu_ips)  # durable before the previous poll: nothing more to read
@@ -119,7 +124,8 @@ class Sampler(threading.Thread):
     def _read(self, lower: int, *, last: bool = False) -> None:
         sent = time.time()
         rows = self.db.fetchall(self._select, (self.batch_id, iso_utc(lower)))
-        for gpu_ip, event_id, created in rows:
+        self.watched.rows_read += len(rows)
+        for event_id, created in rows:
             key = bytes(event_id)
             if key in self._seen:
                 continue
@@ -127,9 +133,17 @@ class Sampler(threading.Thread):
             at = micros(created)
             self.watched.delays.append(sent - at / 1e6)
             self.watched.missed += last
-            w = self.worker_of.get(gpu_ip)
+            w = self._worker(key)
             if w is not None and (self._newest[w] is None or at > (self._newest[w] or 0)):
                 self._newest[w] = at
+
+    def _worker(self, event_id: bytes) -> int | None:
+        """The worker that logged a row: known by its logger's node once one of its rows was looked up.
+        (Were the node not one per process, each row would be looked up: slower, the same answer.)"""
+        node = event_id[8:12]
+        if node not in self._node_worker:
+            self._node_worker[node] = self.worker_of.get(self.db.scalar(self._gpu_ip, (event_id,)))
+        return self._node_worker[node]
 
     def _threads_connected(self) -> int:
         return int(self.db.fetchall("SHOW GLOBAL STATUS LIKE 'Threads_connected'")[0][1])

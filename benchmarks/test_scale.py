@@ -128,6 +128,15 @@ def call_span(dsn: str, table: str, batch_id: str, delay_max: float) -> tuple[fl
     return micros(first) / 1e6, micros(last) / 1e6 + delay_max
 
 
+def bytes_per_row(dsn: str, table: str) -> float:
+    """The table's data and indexes on disk per row, as InnoDB's statistics give them after ANALYZE TABLE."""
+    with Database(dsn) as db:
+        db.fetchall(f"ANALYZE TABLE {db.name(table)}")
+        size, rows = db.fetchall("SELECT DATA_LENGTH + INDEX_LENGTH, TABLE_ROWS FROM information_schema.TABLES "
+                                 "WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = %s", (table,))[0]
+    return float(size) / max(int(rows), 1)
+
+
 def replay_polls(dsn: str, table: str, batch_id: str, rows: int, delay: dict[str, Any]) -> None:
     """What the run's delay polls asked of the server, asked again: as many index rows read (the whole batch,
     over and over) and as many connection counts, so that their share of the server's CPU can be taken out."""
@@ -191,6 +200,7 @@ def scale_run(benchmark: Any, summary: list[str], capsys: pytest.CaptureFixture[
         "server_idle_share_of_a_core": round(idle_rate, 3) if pids else None,
         "worker_cpu_us_per_event_after_first_stage": paced["worker_cpu_us_per_event_after_first_stage"],
         "server_wide": result["server_wide"], "statements": statements,
+        "table_bytes_per_row": round(bytes_per_row(dsn, table)),
     }
     benchmark.extra_info.update(figures)
     cpu = (f"server CPU {sum(server) / rows * 1e6:,.0f} µs per row, {writing / rows * 1e6:,.0f} without the delay "

@@ -25,11 +25,9 @@ from ..dsn_option import add_dsn_option, dsn_from
 from . import paced
 from .legacy import LEGACY_TABLE, processing_logs_ddl
 from .output import as_json, notes, table, wrapped
-from .paced import Pace
+from .paced import UNLOGGED, Pace
 from .pipeline import SHAPES, STAGES, Plan
 from .runner import ShapeResult, Target, run_shape
-
-UNLOGGED = "unlogged"
 
 
 def register(subparsers: Any) -> None:

@@ -21,6 +21,7 @@ from .legacy import DualLog, ProcessingLogRepo, UnbufferedEventLog
 from .pipeline import FLUSH_TIMEOUT, WRITER_COUNTERS, Job, StageLog, WorkerResult, run_stages
 
 JITTER = 0.5  # each file's time at a stage is file_seconds × uniform(1 − JITTER, 1 + JITTER)
+UNLOGGED = "unlogged"  # the shape that paces the stages and logs nothing
 
 
 @dataclass(frozen=True)

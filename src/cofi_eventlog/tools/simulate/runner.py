@@ -7,18 +7,21 @@ import multiprocessing
 import os
 import queue
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from ...database import Database
 from ..progress import Progress
 from .counting import Tally, server_status
-from .paced import Pace, PacedResult, paced_work
+from .paced import UNLOGGED, Pace, PacedResult, paced_work
 from .pipeline import Job, Plan, WorkerResult, work
 from .sampler import Sampler, Watched
 
 START_TIMEOUT = 120.0  # seconds for the worker processes to start and meet
-ROWS_PER_EVENT = {"legacy": 2, "buffered": 1, "unlogged": 0}
+ROWS_PER_EVENT = {"legacy": 2, "buffered": 1, UNLOGGED: 0}
+# a worker process's target and arguments, given its job, the progress array, the barrier and the results queue
+Spawn = Callable[[Job, Any, Any, Any], tuple[Callable[..., None], tuple[Any, ...]]]
 
 
 @dataclass(frozen=True)
@@ -129,7 +132,7 @@ def run_shape(shape: str, target: Target, plan: Plan, workers: int, pace: Pace |
         else:
             results, watched = launch_paced(jobs, bar, pace, target)
         after = server_status(db) if target.dialect == "mysql" else None
-        found = count_rows(db, target, shape, batch_id) if shape != "unlogged" else 0
+        found = count_rows(db, target, shape, batch_id) if shape != UNLOGGED else 0
     events = sum(r.events for r in results)
     paced = [r for r in results if isinstance(r, PacedResult)]
     result = ShapeResult(
@@ -159,7 +162,7 @@ def launch_paced(jobs: list[Job], bar: Progress, pace: Pace, target: Target) -> 
     done = ctx.Array("b", len(jobs), lock=False)
     connections: Any = ctx.Queue()
     sampler = None
-    if jobs[0].shape != "unlogged":
+    if jobs[0].shape != UNLOGGED:
         sampler = Sampler(target.dsn, target.table, jobs[0].batch_id, [job.gpu_ip for job in jobs], done, connections)
         sampler.start()
     try:
@@ -172,11 +175,11 @@ def launch_paced(jobs: list[Job], bar: Progress, pace: Pace, target: Target) -> 
     return results, sampler.finish() if sampler is not None else None
 
 
-def _plain(job: Job, progress: Any, barrier: Any, results: Any) -> tuple[Any, tuple[Any, ...]]:
+def _plain(job: Job, progress: Any, barrier: Any, results: Any) -> tuple[Callable[..., None], tuple[Any, ...]]:
     return work, (job, progress, barrier, results)
 
 
-def launch(jobs: list[Job], bar: Progress, worker: Any = _plain) -> list[WorkerResult]:
+def launch(jobs: list[Job], bar: Progress, worker: Spawn = _plain) -> list[WorkerResult]:
     """Run each job in its own process; they begin together, once all have started. ``worker`` gives each
     process's target and arguments."""
     ctx = multiprocessing.get_context("spawn")

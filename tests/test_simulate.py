@@ -6,6 +6,7 @@ import json
 import sqlite3
 import tempfile
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ from cofi_eventlog.database import Database
 from cofi_eventlog.tools.simulate.counting import MySQLCounter, SQLiteCounter, server_status
 from cofi_eventlog.tools.simulate.legacy import processing_logs_ddl
 from cofi_eventlog.tools.simulate.pipeline import STAGES, Plan
+from cofi_eventlog.tools.simulate.sampler import micros, percentile
 
 KEYS = {"events", "rows_inserted", "insert_statements", "wall_seconds", "caller_seconds", "lost"}
 
@@ -201,7 +203,9 @@ def test_default_is_a_temporary_sqlite_and_prints_the_table(capsys: pytest.Captu
 
 
 @pytest.mark.parametrize("option", [["--files", "0"], ["--workers", "-1"], ["--failure-rate", "1.5"],
-                                    ["--failure-rate", "nan"], ["--files", "many"], ["--mode", "fast"]])
+                                    ["--failure-rate", "nan"], ["--files", "many"], ["--mode", "fast"],
+                                    ["--mode", "buffered,fast"], ["--file-seconds", "-1"],
+                                    ["--flush-interval", "0"]])
 def test_bad_options_are_refused(capsys: pytest.CaptureFixture[str], option: list[str]) -> None:
     with pytest.raises(SystemExit) as exc:
         main(["simulate", *option])
@@ -250,3 +254,83 @@ def test_unreachable_database_is_a_clear_error(capsys: pytest.CaptureFixture[str
     err = capsys.readouterr().err
     assert err.startswith("cofi-eventlog simulate: mysql error 2003")
     assert "Traceback" not in err
+
+
+PACED = ["--files", "20", "--workers", "2", "--file-seconds", "0.01"]
+
+
+def check_paced(shape: dict[str, Any], events: int) -> dict[str, Any]:
+    """A paced shape that wrote its events: every row counted, found, and seen by the delay polls."""
+    assert shape["events"] == shape["rows_found"] == events and shape["lost"] == 0
+    paced: dict[str, Any] = shape["paced"]
+    assert paced["file_seconds"] == 0.01 and paced["jitter"] == 0.5
+    assert paced["statements_per_event"] == round(shape["insert_statements"] / events, 4)
+    delay = paced["delay_seconds"]
+    assert delay["rows_seen"] == events  # each row's delay, once: the polls and the final reading add up
+    assert 0 <= delay["median"] <= delay["p99"] <= delay["max"]
+    assert 0 <= delay["missed_by_polls"] <= events
+    assert delay["rows_read"] >= events and delay["polls"] >= 1  # the final reading alone returns every row
+    assert paced["worker_cpu_seconds"] > 0 and paced["worker_cpu_us_per_event_after_first_stage"] > 0
+    assert paced["worker_cpu_us_per_event"] == pytest.approx(paced["worker_cpu_seconds"] / events * 1e6, abs=1)
+    return paced
+
+
+def test_sqlite_paced_run_measures_delay_and_cpu(capsys: pytest.CaptureFixture[str], sqlite_dsn: str,
+                                                 tables: tuple[str, str]) -> None:
+    result = simulate(capsys, sqlite_dsn, tables, *PACED, "--flush-interval", "0.2", "--mode", "buffered,unlogged")
+    assert list(result) == ["buffered", "unlogged"]
+    events = Plan.make(20, 0.01).events()
+    buffered, unlogged = result["buffered"], result["unlogged"]
+    assert buffered["rows_inserted"] == events and buffered["writer"]["written"] == events
+    paced = check_paced(buffered, events)
+    assert paced["flush_interval"] == 0.2
+    assert 0 < paced["transactions_per_event"] <= 1 and "connections" not in paced  # SQLite: no server to ask
+    # the same stages at the same pace, logging nothing: no rows, no delays, CPU of its own
+    assert unlogged["events"] == events and unlogged["rows_inserted"] == unlogged["rows_found"] == 0
+    assert unlogged["lost"] == 0 and "delay_seconds" not in unlogged["paced"]
+    assert unlogged["paced"]["worker_cpu_seconds"] > 0
+    with Database(sqlite_dsn) as db:
+        assert db.scalar(f"SELECT COUNT(*) FROM {db.name(tables[0])}") == events
+
+
+def test_mysql_paced_run_counts_connections(capsys: pytest.CaptureFixture[str], mysql_dsn: str,
+                                            mysql_tables: tuple[str, str]) -> None:
+    result = simulate(capsys, mysql_dsn, mysql_tables, *PACED, "--mode", "both")
+    events = Plan.make(20, 0.01).events()
+    legacy, buffered = result["legacy"], result["buffered"]
+    assert buffered["rows_inserted"] == events and 0 < buffered["insert_statements"] <= events
+    check_paced(buffered, events)
+    opened = buffered["paced"]["connections"]
+    assert opened["library_opened"] >= 1  # the writers' own; the parent's and the sampler's are not counted
+    assert 0 <= opened["library_at_once_max"] <= opened["library_opened"]
+    assert opened["server_threads_above_baseline_max"] >= 0
+    # legacy: a single-row INSERT per row, into both tables; the delay is read from the events table
+    assert legacy["rows_inserted"] == legacy["insert_statements"] == legacy["rows_found"] == 2 * events
+    assert legacy["paced"]["statements_per_event"] == 2.0
+    assert legacy["paced"]["delay_seconds"]["rows_seen"] == events
+    # each legacy worker opens its two connections before the first call and holds them to the end
+    held = legacy["paced"]["connections"]
+    assert held["library_opened"] == held["library_at_once_max"] == 4
+
+
+def test_paced_options_need_a_pace(capsys: pytest.CaptureFixture[str], sqlite_dsn: str) -> None:
+    assert main(["simulate", "--dsn", sqlite_dsn, "--files", "10", "--flush-interval", "2"]) == 2
+    assert "--flush-interval needs --file-seconds" in capsys.readouterr().err
+    assert main(["simulate", "--dsn", sqlite_dsn, "--files", "10", "--mode", "unlogged"]) == 2
+    assert "unlogged shape needs --file-seconds" in capsys.readouterr().err
+
+
+def test_paced_table_in_text(capsys: pytest.CaptureFixture[str], sqlite_dsn: str, tables: tuple[str, str]) -> None:
+    assert main(["simulate", "--dsn", sqlite_dsn, "--table", tables[0], *PACED, "--mode", "buffered"]) == 0
+    out = capsys.readouterr().out
+    assert "2 worker processes at 0.01 s ±50% per file and stage" in out
+    lines = {line[:27].strip(): line[27:].split() for line in out.splitlines()}
+    assert lines["events lost"] == ["0"]
+    assert float(lines["delay to visible, median s"][0]) >= 0
+    assert "legacy ÷ buffered" not in out
+
+
+def test_sampler_reads_both_dialects_times() -> None:
+    assert micros(datetime(1970, 1, 1, 0, 0, 1, 5)) == 1_000_005
+    assert micros("2026-12-05 02:00:00.000001") == micros(datetime(2026, 12, 5, 2, 0, 0, 1)) == 1796436000000001
+    assert percentile([1.0, 2.0, 3.0], 0.99) == 3.0 and percentile([1.0] * 99 + [9.0], 0.99) == 1.0

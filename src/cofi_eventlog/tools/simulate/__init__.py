@@ -22,8 +22,10 @@ from typing import Any
 from ... import SinkError
 from ...database import DEFAULT_TABLE, Database
 from ..dsn_option import add_dsn_option, dsn_from
+from . import paced
 from .legacy import LEGACY_TABLE, processing_logs_ddl
 from .output import as_json, notes, table, wrapped
+from .paced import UNLOGGED, Pace
 from .pipeline import SHAPES, STAGES, Plan
 from .runner import ShapeResult, Target, run_shape
 
@@ -38,12 +40,20 @@ def register(subparsers: Any) -> None:
     add_dsn_option(parser, default="SQLite in a temporary folder, deleted afterwards")
     parser.add_argument("--files", type=_bounded(int, 1), default=10000,
                         help="files in the batch (default: %(default)s)")
-    parser.add_argument("--mode", choices=(*SHAPES, "both"), default="both",
-                        help="shapes to run (default: %(default)s)")
+    parser.add_argument("--mode", type=_modes, default="both",
+                        help="shapes to run, comma-separated: legacy, buffered, both (the two), and in a paced "
+                             "run unlogged: the same pace without logging, the floor for the workers' CPU "
+                             "(default: %(default)s)")
     parser.add_argument("--workers", type=_bounded(int, 1), default=1,
                         help="processes sharing the files, as GPU workers do (default: %(default)s)")
     parser.add_argument("--failure-rate", type=_bounded(float, 0.0, 1.0), default=0.01,
                         help="share of files that fail at some stage and leave the batch (default: %(default)s)")
+    parser.add_argument("--file-seconds", type=_bounded(float, 0.0), default=None,
+                        help="pace the workers: seconds each file takes at each stage, between its start and its "
+                             f"outcome, ±{paced.JITTER:.0%} at random; measures delays, connections and the "
+                             "workers' CPU (default: none, full speed)")
+    parser.add_argument("--flush-interval", type=_bounded(float, 0.001), default=None,
+                        help="the logger's flush_interval in a paced run (default: the library's)")
     parser.add_argument("--json", action="store_true", help="print one JSON object with a key per shape")
     parser.add_argument("--table", help="events table to write into, created if missing and kept "
                                         "(default: one made for the run and dropped after it)")
@@ -66,8 +76,31 @@ def _bounded(kind: Callable[[str], Any], low: float, high: float | None = None) 
     return parse
 
 
+def _modes(text: str) -> tuple[str, ...]:
+    """--mode: shape names, comma-separated, "both" standing for legacy and buffered; in run order."""
+    names: list[str] = []
+    for part in text.split(","):
+        part = part.strip()
+        chosen = SHAPES if part == "both" else (part,)
+        if not set(chosen) <= {*SHAPES, UNLOGGED}:
+            raise argparse.ArgumentTypeError(f"unknown shape {part!r}: choose from legacy, buffered, unlogged, both")
+        names += [name for name in chosen if name not in names]
+    return tuple(names)
+
+
 def run(args: argparse.Namespace) -> int:
-    shapes = SHAPES if args.mode == "both" else (args.mode,)
+    shapes: tuple[str, ...] = args.mode
+    pace = None
+    if args.file_seconds is not None:
+        pace = Pace(args.file_seconds, args.flush_interval)
+    elif args.flush_interval is not None:
+        print("cofi-eventlog simulate: --flush-interval needs --file-seconds: at full speed every batch fills "
+              "before the interval ends", file=sys.stderr)
+        return 2
+    elif UNLOGGED in shapes:
+        print("cofi-eventlog simulate: the unlogged shape needs --file-seconds: it is the paced floor for the "
+              "workers' CPU", file=sys.stderr)
+        return 2
     temp = dsn = None
     made: list[str] = []
     results: dict[str, ShapeResult] = {}
@@ -81,7 +114,7 @@ def run(args: argparse.Namespace) -> int:
                                 spool_dir=os.path.join(temp, "spool") if temp else None)
         plan = Plan.make(args.files, args.failure_rate)
         for shape in shapes:
-            results[shape] = run_shape(shape, target, plan, args.workers)
+            results[shape] = run_shape(shape, target, plan, args.workers, pace)
     except (SinkError, ValueError, RuntimeError) as exc:
         print(f"cofi-eventlog simulate: {exc}", file=sys.stderr)
         return 2
@@ -97,6 +130,10 @@ def run(args: argparse.Namespace) -> int:
         if made:
             where += f", in {' and '.join(made)}, made for this run and dropped after it"
         workers = f"{args.workers} worker process{'es' if args.workers > 1 else ''}"
+        if pace is not None:
+            interval = "the default" if pace.flush_interval is None else f"{pace.flush_interval:g} s"
+            workers += (f" at {pace.file_seconds:g} s ±{pace.jitter:.0%} per file and stage, flush_interval "
+                        f"{interval}")
         print(table(results, f"{args.files:,} files × {len(STAGES)} stages, {workers}, "
                              f"{args.failure_rate:.1%} failing, on {where}"))
         print()

@@ -36,7 +36,7 @@ def _ratio(a: float, b: float) -> str:
 def table(results: dict[str, ShapeResult], header: str) -> str:
     """Each shape's figures side by side, with the ratio legacy ÷ buffered."""
     shapes = list(results)
-    both = len(shapes) == 2
+    both = shapes == ["legacy", "buffered"]
     sqlite = any(r.server_wide is None for r in results.values())
     lines: list[tuple[str, Any, Any]] = [
         ("events", lambda r: r.events, None),
@@ -50,15 +50,40 @@ def table(results: dict[str, ShapeResult], header: str) -> str:
         ("seconds inside log calls", lambda r: r.caller_seconds, _seconds),
         ("events lost", lambda r: r.lost, None),
     ]
+    if any(r.pace is not None for r in results.values()):
+        lines += _paced_lines(sqlite)
     out = [header, ""]
     head = f"{'':<27}" + "".join(f"{s:>14}" for s in shapes) + (f"{'legacy ÷ buffered':>20}" if both else "")
     out.append(head)
     for label, get, fmt in lines:
         values = [get(results[s]) for s in shapes]
-        cells = "".join(f"{(fmt or _int)(v):>14}" for v in values)
+        cells = "".join(f"{(fmt or _int)(v) if v is not None else '–':>14}" for v in values)
         ratio = f"{_ratio(values[0], values[1]):>20}" if both and fmt is not None else ""
         out.append(f"{label:<27}{cells}{ratio}")
     return "\n".join(out)
+
+
+def _delay(r: ShapeResult, key: str) -> float | None:
+    summary = r.watched.delay_summary() if r.watched is not None else None
+    return float(summary[key]) if summary else None
+
+
+def _paced_lines(sqlite: bool) -> list[tuple[str, Any, Any]]:
+    lines: list[tuple[str, Any, Any]] = [
+        ("statements per event", lambda r: r.tally.statements / r.events if r.events else None, lambda v: f"{v:.3f}"),
+        ("worker CPU µs per event", lambda r: r.worker_cpu_seconds / r.events * 1e6 if r.events else None,
+         lambda v: f"{v:,.0f}"),
+        ("  after the first stage", lambda r: r.steady_cpu_us_per_event, lambda v: f"{v:,.0f}"),
+        ("delay to visible, median s", lambda r: _delay(r, "median"), _seconds),
+        ("delay to visible, p99 s", lambda r: _delay(r, "p99"), _seconds),
+    ]
+    if sqlite:
+        lines.insert(1, ("transactions per event", lambda r: r.tally.transactions / r.events if r.events else None,
+                         lambda v: f"{v:.3f}"))
+    else:
+        lines.append(("connections at once (max)",
+                      lambda r: r.watched.library_connections_max if r.watched is not None else None, _int))
+    return lines
 
 
 def notes(results: dict[str, ShapeResult]) -> list[str]:
@@ -90,6 +115,7 @@ def notes(results: dict[str, ShapeResult]) -> list[str]:
             out.append(f"{shape}: the logger did not confirm every event written within the flush timeout.")
         if r.tally.unread:
             out.append(f"{shape}: {r.tally.unread} connections broke before their counters could be read.")
+    out += _paced_notes(results)
     legacy = results.get("legacy")
     if legacy is not None and legacy.events:
         out.append(f"The legacy shape took {legacy.wall_seconds:.1f} s: "
@@ -100,4 +126,32 @@ def notes(results: dict[str, ShapeResult]) -> list[str]:
                   if buffered.flushed and buffered.lost == 0 else "")
         out.append(f"The buffered shape cost the caller {buffered.caller_seconds / buffered.events * 1e6:.2f} µs "
                    f"per event{landed}.")
+    return out
+
+
+def _paced_notes(results: dict[str, ShapeResult]) -> list[str]:
+    out: list[str] = []
+    paced = [r for r in results.values() if r.pace is not None]
+    if not paced:
+        return out
+    out.append("Worker CPU: each worker process's own user + system time (every thread: the stages' loop and the "
+               "logger's writer), from its first call until its logger closed, summed over the workers and divided "
+               "by their events; \"after the first stage\" leaves out the first stage, and with it the logger's "
+               "one-time start (thread, connection, table check): what a long-running worker pays per event. "
+               "Compare with the unlogged shape (--mode buffered,unlogged): the same pace with no logging.")
+    watched = [r.watched for r in paced if r.watched is not None]
+    if watched:
+        out.append(f"Delay: from a call (its createdAt) to the first poll of the table that saw its row; the table "
+                   f"was polled every {watched[0].poll_seconds:.2f} s, so a delay is high by at most that much.")
+        if watched[0].library_connections_max is not None:
+            out.append("Connections at once: the most connections the workers' logging opened that the server's "
+                       "PROCESSLIST listed at one poll. " + "; ".join(
+                           f"{r.shape}: {r.watched.library_connections_opened} opened in all, Threads_connected "
+                           f"at most {r.watched.threads_above_baseline_max} above its value before the run"
+                           for r in paced if r.watched is not None) + " (that one counts any other session too).")
+    for r in paced:
+        if r.watched is not None and r.watched.missed:
+            out.append(f"{r.shape}: {r.watched.missed} rows were seen only by the reading after the run (their "
+                       "writer did not send them in call order); their delay is taken to that reading, an "
+                       "overstatement.")
     return out

@@ -6,7 +6,7 @@ from __future__ import annotations
 import random
 import time
 import traceback
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -63,8 +63,9 @@ def error_text(stage: str) -> str:
 
 
 def run_stages(log: StageLog, plan: Plan, files: Sequence[int], batch_id: str, gpu_ip: str,
-               progress: Any = None, slot: int = 0) -> tuple[int, float]:
-    """Drive the batch through the stages; returns (events logged, seconds spent inside log calls)."""
+               progress: Any = None, slot: int = 0, work: Callable[[], None] | None = None) -> tuple[int, float]:
+    """Drive the batch through the stages; returns (events logged, seconds spent inside log calls).
+    ``work`` stands for the stage's own work on a file, between its start and its outcome."""
     clock = time.perf_counter
     failures = plan.failures
     events = 0
@@ -78,6 +79,8 @@ def run_stages(log: StageLog, plan: Plan, files: Sequence[int], batch_id: str, g
             t0 = clock()
             log.file_started(batch_id, stage, name, gpu_ip)
             t1 = clock()
+            if work is not None:
+                work()
             if fails_at == index:
                 payload = {"call_id": name, "stage": stage, "attempt": 1, "gpu_ip": gpu_ip}
                 error = error_text(stage)
@@ -88,7 +91,7 @@ def run_stages(log: StageLog, plan: Plan, files: Sequence[int], batch_id: str, g
                 log.file_completed(batch_id, stage, name, gpu_ip)
             spent += (t1 - t0) + (clock() - t2)
             events += 2
-            if progress is not None and events % PROGRESS_EVERY == 0:
+            if progress is not None and (work is not None or events % PROGRESS_EVERY == 0):
                 progress[slot] = events
     if progress is not None:
         progress[slot] = events

@@ -7,15 +7,21 @@ import multiprocessing
 import os
 import queue
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from ...database import Database
 from ..progress import Progress
 from .counting import Tally, server_status
+from .paced import UNLOGGED, Pace, PacedResult, paced_work
 from .pipeline import Job, Plan, WorkerResult, work
+from .sampler import Sampler, Watched
 
 START_TIMEOUT = 120.0  # seconds for the worker processes to start and meet
+ROWS_PER_EVENT = {"legacy": 2, "buffered": 1, UNLOGGED: 0}
+# a worker process's target and arguments, given its job, the progress array, the barrier and the results queue
+Spawn = Callable[[Job, Any, Any, Any], tuple[Callable[..., None], tuple[Any, ...]]]
 
 
 @dataclass(frozen=True)
@@ -43,10 +49,42 @@ class ShapeResult:
     server_wide: dict[str, int] | None = None  # MySQL: SHOW GLOBAL STATUS deltas over the run
     flushed: bool = True
     writer: dict[str, Any] = field(default_factory=dict)
+    pace: Pace | None = None  # a paced run, with what it measured below
+    worker_cpu_seconds: float = 0.0
+    steady_cpu_seconds: float = 0.0  # from each worker's second stage on (see paced.PacedResult)
+    steady_events: int = 0
+    watched: Watched | None = None  # None: nothing written (unlogged)
 
     @property
     def lost(self) -> int:
         return self.rows_expected - self.rows_found
+
+    @property
+    def steady_cpu_us_per_event(self) -> float | None:
+        return self.steady_cpu_seconds / self.steady_events * 1e6 if self.steady_events else None
+
+    def paced_json(self) -> dict[str, Any]:
+        """The paced run's own figures: statements per event, delay, connections, the workers' CPU."""
+        assert self.pace is not None
+        out: dict[str, Any] = {
+            "file_seconds": self.pace.file_seconds, "jitter": self.pace.jitter,
+            "flush_interval": self.pace.flush_interval,
+            "statements_per_event": round(self.tally.statements / self.events, 4) if self.events else None,
+            **({"transactions_per_event": round(self.tally.transactions / self.events, 4) if self.events else None}
+               if self.server_wide is None else {}),
+            "worker_cpu_seconds": round(self.worker_cpu_seconds, 4),
+            "worker_cpu_us_per_event": round(self.worker_cpu_seconds / self.events * 1e6, 2) if self.events else None,
+            "worker_cpu_us_per_event_after_first_stage": round(self.steady_cpu_us_per_event, 2)
+            if self.steady_cpu_us_per_event is not None else None,
+        }
+        w = self.watched
+        if w is not None:
+            out["delay_seconds"] = w.delay_summary()
+            if w.library_connections_max is not None:
+                out["connections"] = {"library_at_once_max": w.library_connections_max,
+                                      "library_opened": w.library_connections_opened,
+                                      "server_threads_above_baseline_max": w.threads_above_baseline_max}
+        return out
 
     def as_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -70,6 +108,8 @@ class ShapeResult:
         if self.writer:
             out["writer"] = self.writer
             out["flushed"] = self.flushed
+        if self.pace is not None:
+            out["paced"] = self.paced_json()
         return out
 
 
@@ -78,20 +118,26 @@ def new_batch_id(shape: str) -> str:
     return f"sim-{shape}-{time.strftime('%Y%m%dT%H%M%S')}-{os.urandom(4).hex()}"
 
 
-def run_shape(shape: str, target: Target, plan: Plan, workers: int) -> ShapeResult:
+def run_shape(shape: str, target: Target, plan: Plan, workers: int, pace: Pace | None = None) -> ShapeResult:
+    """One shape's run; with a pace, its workers are paced and watched (see sampler.py)."""
     batch_id = new_batch_id(shape)
     jobs = [Job(shape, target.dsn, target.dialect, target.table, target.legacy_table, batch_id, plan, w, workers,
                 target.spool_dir) for w in range(workers)]
+    watched: Watched | None = None
     with Database(target.dsn) as db:
         before = server_status(db) if target.dialect == "mysql" else None
         bar = Progress(f"{shape:<9}", plan.events(), unit="events")
-        results = launch(jobs, bar)
+        if pace is None:
+            results = launch(jobs, bar)
+        else:
+            results, watched = launch_paced(jobs, bar, pace, target)
         after = server_status(db) if target.dialect == "mysql" else None
-        found = count_rows(db, target, shape, batch_id)
+        found = count_rows(db, target, shape, batch_id) if shape != UNLOGGED else 0
     events = sum(r.events for r in results)
+    paced = [r for r in results if isinstance(r, PacedResult)]
     result = ShapeResult(
         shape, batch_id, workers, events,
-        rows_expected=events * (2 if shape == "legacy" else 1),
+        rows_expected=events * ROWS_PER_EVENT[shape],
         rows_found=found,
         wall_seconds=max(r.durable for r in results) - min(r.started for r in results),
         caller_seconds=sum(r.caller_seconds for r in results),
@@ -99,19 +145,51 @@ def run_shape(shape: str, target: Target, plan: Plan, workers: int) -> ShapeResu
         server_wide={k: after[k] - before[k] for k in before} if before is not None and after is not None else None,
         flushed=all(r.flushed for r in results),
         writer=_summed([r.writer for r in results]),
+        pace=pace,
+        worker_cpu_seconds=sum(r.cpu_seconds for r in paced),
+        steady_cpu_seconds=sum(r.steady_cpu_seconds for r in paced),
+        steady_events=sum(r.steady_events for r in paced),
+        watched=watched,
     )
     bar.finish(f"{shape}: {events:,} events in {result.wall_seconds:.2f} s, {result.lost:,} lost")
     return result
 
 
-def launch(jobs: list[Job], bar: Progress) -> list[WorkerResult]:
-    """Run each job in its own process; they begin together, once all have started."""
+def launch_paced(jobs: list[Job], bar: Progress, pace: Pace, target: Target) -> tuple[list[WorkerResult],
+                                                                                  Watched | None]:
+    """Run paced workers, with a sampler watching the table and the server while they run."""
+    ctx = multiprocessing.get_context("spawn")
+    done = ctx.Array("b", len(jobs), lock=False)
+    connections: Any = ctx.Queue()
+    sampler = None
+    if jobs[0].shape != UNLOGGED:
+        sampler = Sampler(target.dsn, target.table, jobs[0].batch_id, [job.gpu_ip for job in jobs], done, connections)
+        sampler.start()
+    try:
+        results = launch(jobs, bar, lambda job, progress, barrier, results: (
+            paced_work, (job, pace, progress, done, connections, barrier, results)))
+    except BaseException:
+        if sampler is not None:
+            sampler.abandon()
+        raise
+    return results, sampler.finish() if sampler is not None else None
+
+
+def _plain(job: Job, progress: Any, barrier: Any, results: Any) -> tuple[Callable[..., None], tuple[Any, ...]]:
+    return work, (job, progress, barrier, results)
+
+
+def launch(jobs: list[Job], bar: Progress, worker: Spawn = _plain) -> list[WorkerResult]:
+    """Run each job in its own process; they begin together, once all have started. ``worker`` gives each
+    process's target and arguments."""
     ctx = multiprocessing.get_context("spawn")
     progress = ctx.Array("q", len(jobs), lock=False)
     barrier = ctx.Barrier(len(jobs) + 1)
     results: Any = ctx.Queue()
-    procs = [ctx.Process(target=work, args=(job, progress, barrier, results), name=f"simulate-{job.shape}-{job.worker}")
-             for job in jobs]
+    procs = []
+    for job in jobs:
+        target, args = worker(job, progress, barrier, results)
+        procs.append(ctx.Process(target=target, args=args, name=f"simulate-{job.shape}-{job.worker}"))
     for proc in procs:
         proc.start()
     collected: list[WorkerResult] = []

@@ -117,7 +117,7 @@ def test_the_library_s_own_warnings_never_come_back(backend: tuple[str, str], ap
         ours.addHandler(forwarder)
         try:
             ours.error("own diagnostics", extra={"batch_id": "loop", "stage": "x"})
-            Warner()("spill", "queue full; events spilled")
+            Warner()("down", "database unavailable; events kept in the journal")
             app_log.error("a real one", extra={"batch_id": "loop", "stage": "x"})
             assert events.flush(10)
         finally:

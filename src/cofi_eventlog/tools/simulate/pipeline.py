@@ -19,7 +19,7 @@ STAGES = ("lid", "llm1", "llm2", "audit", "metadata")
 SHAPES = ("legacy", "buffered")
 PROGRESS_EVERY = 256  # events between progress updates
 FLUSH_TIMEOUT = 600.0
-WRITER_COUNTERS = ("written", "flushes", "dropped", "spilled", "retries", "dead_lettered", "last_error")
+WRITER_COUNTERS = ("written", "flushes", "dropped", "unwritten", "retries", "dead_lettered", "last_error")
 
 
 class StageLog(Protocol):
@@ -157,7 +157,7 @@ def run_buffered(job: Job, progress: Any) -> WorkerResult:
                                    spool_dir=job.spool_dir)
     result = WorkerResult(job.worker, started=time.monotonic())
     if job.worker == 0:  # the batch declares its stages, as a pipeline's orchestrator does: one event more
-        EventLogger.batch_started(job.batch_id, total_files=job.plan.files, metadata={"stages": list(STAGES)})
+        EventLogger.batch_started(job.batch_id, total_files=job.plan.files, stages=STAGES)
     result.events, result.caller_seconds = run_stages(EventLogger, job.plan, job.files, job.batch_id,
                                                       job.gpu_ip, progress, job.worker)
     result.events += int(job.worker == 0)

@@ -229,3 +229,17 @@ def test_stats_has_the_documented_keys(tmp_path: Path, spool_dir: str) -> None:
     with EventLogger(f"sqlite:///{tmp_path / 'k.db'}", spool_dir=spool_dir) as log:
         stats = log.stats()
     assert {"enqueued", "written", "dropped", "queue_depth", "flushes", "retries", "last_error"} <= set(stats)
+
+
+def test_a_nan_that_json_would_turn_into_null_is_recorded_not_bent(tmp_path: Path, spool_dir: str) -> None:
+    dsn = f"sqlite:///{tmp_path / 'nan.db'}"
+    with EventLogger(dsn, spool_dir=spool_dir) as log:
+        log.file_completed("b", "lid", "a.wav", metadata={"loss": float("nan"), "ok": None})
+        log.file_error("b", "lid", "b.wav", "e", payload=[1.0, float("inf")])
+        log.file_completed("b", "lid", "c.wav", metadata={"ok": None})  # a real null stays null, unnoted
+        assert log.flush(10)
+        assert log.stats()["coerced"] == 2
+    rows = {r["fileName"]: json.loads(str(r["metadata"])) for r in rows_of(dsn, "batchExecutionLog")}
+    assert rows["a.wav"]["loss"] != None and rows["a.wav"]["coerced"]  # noqa: E711
+    assert rows["b.wav"]["payload"][1] is not None and rows["b.wav"]["coerced"]
+    assert rows["c.wav"] == {"ok": None}

@@ -44,6 +44,16 @@ def late_journals(folder: str) -> list[Journal]:
     return list(_late.get(folder, ()))
 
 
+def _may_hold_nan(item: Raw) -> bool:
+    """Whether the call carries something a float could hide in: a payload, metadata, a float count."""
+    return item[8] is not None or item[9] is not None or type(item[6]) is float or type(item[7]) is float
+
+
+def _bent(record: bytes, item: Raw) -> bool:
+    """orjson writes NaN and the infinities as null, silently: a null that is no None of the call."""
+    return record.count(b"null") != item.count(None)
+
+
 class Engine:
     def __init__(self, spool_folder: str, open_sink: Callable[[], Sink], *, target: str, table: str,
                  batch_size: int, flush_interval: float, max_queue: int, on_full: str, block_timeout: float,
@@ -76,6 +86,7 @@ class Engine:
         self._count_appended = self._appended.add
         self._start_lock = threading.Lock()
         self._wake = threading.Event()  # the writer's, once it runs
+        self._wake_at = [self.batch_size - 1]  # the appended count that makes a whole batch wait (writer sets it)
         self.last_writer: Writer | None = None  # for the figures after close
         self._left = 0  # events its journals held when the logger closed and let go of them
         self.own: deque[Journal] = deque()
@@ -96,8 +107,8 @@ class Engine:
             record = _dumps(item, option=FAST)
         except TypeError:
             record = self._careful(item)
-        else:  # orjson writes a NaN as null, silently: a null that is no None of the call is looked at
-            if self._strict or len(record) > MAX_RECORD or record.count(b"null") != item.count(None):
+        else:
+            if self._strict or len(record) > MAX_RECORD or (_may_hold_nan(item) and _bent(record, item)):
                 record = self._careful(item)
         journal = self.journal or self._started()
         if self._limit and self._over_limit():
@@ -111,7 +122,7 @@ class Engine:
                 count = self._count_appended()
         if count < 0:
             self._rotate_and_append(record)
-        elif not count % self.batch_size:  # a batch's worth more: the writer takes it now
+        elif count >= self._wake_at[0]:  # a whole batch waits: the writer takes it now
             self._wake.set()
 
     def _careful(self, item: Raw) -> bytes:
@@ -201,7 +212,8 @@ class Engine:
                                          batch_size=self.batch_size, flush_interval=self.flush_interval,
                                          adopt_interval=self._adopt_interval, idle_timeout=self._idle_timeout,
                                          appended=lambda: self.appended, dropped=self.dropped,
-                                         borrowed=lambda: late_journals(self.folder), warn=self._warn)
+                                         borrowed=lambda: late_journals(self.folder), wake_at=self._wake_at,
+                                         warn=self._warn)
                     self._wake = self.writer.wake
                     self.writer.start()
                     lifecycle.track(self)

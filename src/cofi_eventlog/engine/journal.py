@@ -29,6 +29,8 @@ COMMITTED_AT = 16
 SEALED_AT = 24
 DATA = 4096
 SUFFIX = ".jnl"
+MADV_POPULATE_WRITE = getattr(mmap, "MADV_POPULATE_WRITE", 23)  # Linux 5.14; the constant is Python 3.12's
+AHEAD = 1 << 20  # bytes made ready past the end, so that a call never waits for the disk to find a block
 
 
 class JournalFull(Exception):
@@ -48,6 +50,7 @@ class Journal:
         self.end = end  # where the next record goes; records before it are complete
         self.read = self.committed  # the writer's position: taken, maybe not yet committed
         self.lock = threading.Lock()
+        self.ready = end  # pages before this are mapped and writable (see prepare)
 
     # -- making and opening ------------------------------------------------------------------------
     @classmethod
@@ -66,7 +69,9 @@ class Journal:
             os.close(fd)
             _unlink(staging)
             raise
-        return cls(mapping, fd, path, node, DATA)
+        journal = cls(mapping, fd, path, node, DATA)
+        journal.prepare()
+        return journal
 
     @classmethod
     def in_memory(cls, node: int, capacity: int) -> Journal:
@@ -100,6 +105,21 @@ class Journal:
             raise JournalFull
         self.map[start:stop] = record
         self.end = stop
+
+    def prepare(self) -> None:
+        """Fault in the pages the next calls will write, on the writer's thread, so that a call does not
+        pay for a page fault (and the file system's block allocation) itself. Best effort: a kernel
+        without MADV_POPULATE_WRITE leaves the faults to the calls."""
+        start = max(self.ready, self.end) & ~(mmap.PAGESIZE - 1)
+        stop = min(self.end + AHEAD, len(self.map))
+        if stop - start < AHEAD // 4 or self.path is None:
+            return
+        try:
+            self.map.madvise(MADV_POPULATE_WRITE, start, stop - start)
+        except (OSError, ValueError):
+            self.ready = len(self.map)  # not here: do not try again
+            return
+        self.ready = stop
 
     # -- the writer's side -------------------------------------------------------------------------
     @property

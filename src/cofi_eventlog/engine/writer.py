@@ -56,7 +56,8 @@ class Chunk:
 class Writer:
     def __init__(self, own: deque[Journal], sink: Sink, spool: Spool, ids: EventIds, *, batch_size: int,
                  flush_interval: float, adopt_interval: float, idle_timeout: float, appended: Callable[[], int],
-                 dropped: Callable[[], int], borrowed: Callable[[], list[Journal]], warn: Warner) -> None:
+                 dropped: Callable[[], int], borrowed: Callable[[], list[Journal]], warn: Warner,
+                 wake_at: list[int] | None = None) -> None:
         self.own = own  # this process's journals, the one callers append to last
         self.sink = sink
         self.spool = spool
@@ -78,6 +79,7 @@ class Writer:
         self._warn = warn
         self._dropped = dropped
         self._borrowed = borrowed  # closed loggers' journals in this process: written, never let go of
+        self._wake_at = wake_at if wake_at is not None else [0]  # callers wake us when their count reaches it
         self._dropped_seen = 0
         self._isolator = Isolator(sink, self.stats, self._dead_letter)
         self._backoff = Backoff()
@@ -192,6 +194,8 @@ class Writer:
         try:
             if adopt or time.monotonic() >= self._next_adoption or not all(t.scanned for t in self.tickets):
                 self._adopt()
+            if self.own:
+                self.own[-1].prepare()
             if not self._is_down():
                 self._write(everything=everything or self._lingered())
             self._answer()
@@ -276,6 +280,7 @@ class Writer:
             return None
         if own:
             self._taken += count
+            self._wake_at[0] = self._taken + self.batch_size - 1
         items, unreadable = decode(data)
         for line in unreadable:  # not written by this library's journal code: kept for a person to look at
             self._dead_letter_text(line, f"unreadable record in journal {journal.path}")
@@ -321,6 +326,7 @@ class Writer:
         """The events taken stay in their journals, to be taken again once the backoff is over."""
         self._ahead = None
         self._taken = self.committed
+        self._wake_at[0] = self._taken + self.batch_size - 1
         for journal in [*self.own, *(a for a, _ in self.adopted), *self._borrowed()]:
             journal.rewind()
         self.stats.retries += 1

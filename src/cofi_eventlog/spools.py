@@ -114,14 +114,14 @@ def _pending(fd: int) -> tuple[int, int | None, int, int]:
     size = os.fstat(fd).st_blocks * 512
     with mmap.mmap(fd, 0, access=mmap.ACCESS_READ) as mapping:
         journal = Journal(mapping, None, None, 0, 0)  # read only: never released through this object
-        journal.end = journal.complete_end()
-        start = journal.committed
-        events = mapping[start:journal.end].count(b"\n")
+        start, end = journal.committed, journal.complete_end()
+        events = mapping[start:end].count(b"\n")
         first = None
         if events:
             item = orjson.loads(mapping[start:mapping.find(b"\n", start)])
             first = int(item[10]) if isinstance(item, list) else int(item["row"][10]) * 1000
-        return events, first, journal.torn_bytes(), size
+        nul = mapping.find(b"\0", end)
+        return events, first, (len(mapping) if nul < 0 else nul) - end, size
 
 
 def _held(fd: int) -> int:

@@ -113,16 +113,11 @@ class Engine:
         journal = self.journal or self._started()
         if self._limit and self._over_limit():
             return
-        with journal.lock:
-            try:
-                journal.append(record)
-            except JournalFull:
-                count = -1
-            else:
-                count = self._count_appended()
-        if count < 0:
-            self._rotate_and_append(record)
-        elif count >= self._wake_at[0]:  # a whole batch waits: the writer takes it now
+        try:
+            journal.map.write(record)  # Journal.append, inlined: the path every call takes
+        except ValueError:  # full, sealed, or unmapped by close
+            return self._rotate_and_append(record)
+        if self._count_appended() >= self._wake_at[0]:  # a whole batch waits: the writer takes it now
             self._wake.set()
 
     def _careful(self, item: Raw) -> bytes:
@@ -160,20 +155,18 @@ class Engine:
         with self._start_lock:
             journal = self.journal
             if journal is not None:
-                with journal.lock:
-                    try:
-                        journal.append(record)  # another thread rotated meanwhile
-                        self._count_appended()
-                        return
-                    except JournalFull:
-                        journal.seal()
+                try:
+                    journal.append(record)  # another thread rotated meanwhile
+                    self._count_appended()
+                    return
+                except JournalFull:
+                    journal.seal()
             fresh = self._new_journal()
             if fresh is None:
                 self._counts["dropped_spool_full"].add()
                 return
-            with fresh.lock:
-                fresh.append(record)
-                self._count_appended()
+            fresh.append(record)
+            self._count_appended()
             self.own.append(fresh)
             self.journal = fresh
         self._wake.set()
@@ -272,8 +265,7 @@ class Engine:
             journals = [j for j in self.own if all(j is not other for other in late)]
             self._left += sum(j.pending() for j in journals)
             for journal in [*journals, *(a for a, _ in writer.adopted)]:
-                with journal.lock:
-                    journal.seal()
+                journal.seal()
                 journal.release(remove=journal.done())
             for journal in journals:
                 self.own.remove(journal)

@@ -20,7 +20,6 @@ import fcntl
 import mmap
 import os
 import struct
-import threading
 from pathlib import Path
 
 MAGIC = b"CEVJNL01"
@@ -38,18 +37,19 @@ class JournalFull(Exception):
 
 
 class Journal:
-    """One journal file, mapped. ``append`` runs on callers' threads under ``lock``; the writer thread
-    reads and commits. ``path`` is None for the in-memory fallback (an unusable spool folder)."""
+    """One journal file, mapped. Callers append with ``map.write``: one C call that, under the GIL, takes
+    the next bytes of the map and copies the record there, so concurrent callers need no lock and never
+    interleave. The writer thread reads and commits. ``path`` is None for the in-memory fallback (an
+    unusable spool folder)."""
 
     def __init__(self, mapping: mmap.mmap, fd: int | None, path: Path | None, node: int, end: int) -> None:
         self.map = mapping
         self.fd = fd
         self.path = path
         self.node = node
-        self.capacity = len(mapping)
-        self.end = end  # where the next record goes; records before it are complete
+        mapping.seek(end)  # where the next record goes; records before it are complete
+        self._sealed_end: int | None = None
         self.read = self.committed  # the writer's position: taken, maybe not yet committed
-        self.lock = threading.Lock()
         self.ready = end  # pages before this are mapped and writable (see prepare)
 
     # -- making and opening ------------------------------------------------------------------------
@@ -93,18 +93,22 @@ class Journal:
             mapping.close()
             raise ValueError("not a journal (bad header)")
         journal = cls(mapping, fd, path, node, committed)
-        journal.end = journal.complete_end()
+        journal._sealed_end = journal.complete_end()  # nobody appends to an adopted journal
+        mapping.seek(size)
         return journal
 
     # -- the callers' side -------------------------------------------------------------------------
     def append(self, record: bytes) -> None:
-        """Copy one record (ending in a newline) in; hold ``lock``. JournalFull when it does not fit."""
-        start = self.end
-        stop = start + len(record)
-        if stop >= self.capacity:  # one NUL byte always follows the last record
-            raise JournalFull
-        self.map[start:stop] = record
-        self.end = stop
+        """Copy one record (ending in a newline) in. JournalFull when it does not fit (or it is sealed)."""
+        try:
+            self.map.write(record)
+        except ValueError:  # past the end, or unmapped by close
+            raise JournalFull from None
+
+    @property
+    def end(self) -> int:
+        """Past the last record appended so far."""
+        return self._sealed_end if self._sealed_end is not None else self.map.tell()
 
     def prepare(self) -> None:
         """Fault in the pages the next calls will write, on the writer's thread, so that a call does not
@@ -135,8 +139,12 @@ class Journal:
         return bool(HEADER.unpack_from(self.map, 0)[3])
 
     def seal(self) -> None:
-        """No record will be appended any more (hold ``lock``): once committed, the journal may go."""
-        self.capacity = 0  # every later append finds it full
+        """No record will be appended any more: once committed, the journal may go. (An append racing with
+        the seal is found by looking for the end, as an adopter does.)"""
+        if self._sealed_end is not None:
+            return
+        self.map.seek(len(self.map))  # every later append finds it full
+        self._sealed_end = self.complete_end()
         struct.pack_into("<Q", self.map, SEALED_AT, 1)
 
     def done(self) -> bool:
@@ -169,13 +177,13 @@ class Journal:
 
     def complete_end(self) -> int:
         """Past the last whole record (an orphan's: a record its process died copying has no newline)."""
-        nul = self.map.find(b"\0", DATA)
+        start = self.committed
+        nul = self.map.find(b"\0", start)
         limit = len(self.map) if nul < 0 else nul
-        last = self.map.rfind(b"\n", DATA, limit)
-        return max(DATA, last + 1)
+        return max(start, self.map.rfind(b"\n", start, limit) + 1)
 
     def torn_bytes(self) -> int:
-        nul = self.map.find(b"\0", DATA)
+        nul = self.map.find(b"\0", self.end)
         return (len(self.map) if nul < 0 else nul) - self.end
 
     def held(self) -> int:

@@ -49,11 +49,6 @@ def _may_hold_nan(item: Raw) -> bool:
     return item[8] is not None or item[9] is not None or type(item[6]) is float or type(item[7]) is float
 
 
-def _bent(record: bytes, item: Raw) -> bool:
-    """orjson writes NaN and the infinities as null, silently: a null that is no None of the call."""
-    return record.count(b"null") != item.count(None)
-
-
 class Engine:
     def __init__(self, spool_folder: str, open_sink: Callable[[], Sink], *, target: str, table: str,
                  batch_size: int, flush_interval: float, max_queue: int, on_full: str, block_timeout: float,
@@ -108,7 +103,9 @@ class Engine:
         except TypeError:
             record = self._careful(item)
         else:
-            if self._strict or len(record) > MAX_RECORD or (_may_hold_nan(item) and _bent(record, item)):
+            # orjson writes NaN and the infinities as null, silently: a null that is no None of the call
+            if self._strict or len(record) > MAX_RECORD or (
+                    _may_hold_nan(item) and record.count(b"null") != item.count(None)):
                 record = self._careful(item)
         journal = self.journal or self._started()
         if self._limit and self._over_limit():

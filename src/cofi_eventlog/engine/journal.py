@@ -155,15 +155,13 @@ class Journal:
         start, end = self.read, self.end
         if start >= end:
             return b"", 0, start
-        stop = start
-        count = 0
-        find = self.map.find
-        while count < limit and stop < end:
-            stop = find(b"\n", stop, end) + 1
-            count += 1
-        data = self.map[start:stop]
-        self.read = stop
-        return data, count, stop
+        data = self.map[start:end]
+        count = data.count(b"\n")
+        if count > limit:  # cut after the limit-th record
+            data = data[:len(data) - len(data.split(b"\n", limit)[-1])]
+            count = limit
+        self.read = start + len(data)
+        return data, count, self.read
 
     def first(self) -> bytes:
         """The oldest record not yet taken (for the linger), or b""."""

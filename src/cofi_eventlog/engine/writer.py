@@ -365,6 +365,8 @@ def decode(data: bytes) -> tuple[list[Any], list[bytes]]:
         items: list[Any] = orjson.loads(b"[" + data[:-1].replace(b"\n", b",") + b"]")
     except orjson.JSONDecodeError:
         items = [_loads(line) for line in data[:-1].split(b"\n")]
+    if set(map(type, items)) == {list} and set(map(len, items)) == {12}:
+        return items, []  # calls only, each of the right shape: the common case, checked in C
     unreadable: list[bytes] = []
     calls: list[Any] = []
     for item in items:

@@ -29,6 +29,7 @@ SEALED_AT = 24
 DATA = 4096
 SUFFIX = ".jnl"
 MADV_POPULATE_WRITE = getattr(mmap, "MADV_POPULATE_WRITE", 23)  # Linux 5.14; the constant is Python 3.12's
+TYPICAL_RECORD = 512  # bytes: what a take copies per record it may hold
 AHEAD = 1 << 20  # bytes made ready past the end, so that a call never waits for the disk to find a block
 
 
@@ -151,15 +152,21 @@ class Journal:
         return self.sealed and self.committed >= self.end
 
     def take(self, limit: int) -> tuple[bytes, int, int]:
-        """Up to ``limit`` records from the read position: (their bytes, how many, the offset after them)."""
+        """Up to ``limit`` records from the read position: (their bytes, how many, the offset after them).
+        Only a window of the map is copied, sized for ``limit`` records of a typical size."""
         start, end = self.read, self.end
         if start >= end:
             return b"", 0, start
-        data = self.map[start:end]
+        data = self.map[start:min(end, start + limit * TYPICAL_RECORD)]
         count = data.count(b"\n")
         if count > limit:  # cut after the limit-th record
             data = data[:len(data) - len(data.split(b"\n", limit)[-1])]
             count = limit
+        elif not count:  # one record bigger than the window
+            data = self.map[start:self.map.find(b"\n", start, end) + 1]
+            count = 1
+        else:
+            data = data[:data.rfind(b"\n") + 1]
         self.read = start + len(data)
         return data, count, self.read
 

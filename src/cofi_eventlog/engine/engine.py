@@ -114,7 +114,7 @@ class Engine:
             journal.map.write(record)  # Journal.append, inlined: the path every call takes
         except ValueError:  # full, sealed, or unmapped by close
             return self._rotate_and_append(record)
-        if self._count_appended() >= self._wake_at[0]:  # a whole batch waits: the writer takes it now
+        if self._count_appended() >= self._wake_at[0] and not self._wake.is_set():  # a whole batch waits
             self._wake.set()
 
     def _careful(self, item: Raw) -> bytes:

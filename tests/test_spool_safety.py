@@ -248,3 +248,18 @@ def test_the_spool_command_on_a_real_leftover_spool(mysql_dsn: str, mysql_table:
     assert "2 written, 0 dead-lettered, 0 left" in retry.stdout
     assert landed(mysql_dsn, mysql_table) == (500, 500, 499)
     assert json.loads(cli("spool", "status", "--spool-dir", spool_dir, "--json").stdout)[0]["dead_letters"] == 0
+
+
+def test_the_spool_command_prints_stored_text_escaped(mysql_dsn: str, mysql_table: str, tmp_path: Path) -> None:
+    """A refused row whose text holds an escape sequence and an OSC 52 clipboard write reaches the terminal as
+    visible escapes, never as the sequences themselves."""
+    poisoned(mysql_dsn, mysql_table)
+    spool_dir = str(tmp_path / "spool")
+    log = EventLogger(mysql_dsn, table=mysql_table, spool_dir=spool_dir)
+    log.file_error("b\x1b[2J", "\x1b]52;c;aGk=\x07", "poison", "refused\r")
+    assert log.flush(30)  # the row is dead-lettered (refused by the CHECK), not dropped
+    log.close()
+    listed = cli("spool", "dead-letters", "--folder", log.spool_folder)
+    assert listed.returncode == 0, listed.stderr
+    assert "\x1b" not in listed.stdout and "\x07" not in listed.stdout and "\r" not in listed.stdout
+    assert "b\\x1b[2J \\x1b]52;c;aGk=\\x07 error poison" in listed.stdout

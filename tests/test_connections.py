@@ -15,7 +15,7 @@ from urllib.parse import quote
 import pytest
 from conftest import rows_of
 from faultproxy import FaultProxy
-from servers import Server, make_tls, scratch
+from servers import Server, make_tls, require, scratch
 from test_sinks import _row
 
 from cofi_eventlog import EventLogger
@@ -37,6 +37,7 @@ class Lenient:
 
 @pytest.fixture(scope="module")
 def lenient() -> Iterator[Lenient]:
+    require("openssl")
     folder = scratch("cofi-tls-")
     tls = make_tls(folder / "tls")
     server = Server(folder, "lenient", ["--default-time-zone=+05:30", "--sql-mode=",

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from servers import Galera, Server, galera_cluster, scratch
+from servers import GALERA, Galera, Server, galera_cluster, require, scratch
 from test_sinks import _row
 
 from cofi_eventlog import EventLogger
@@ -42,6 +42,7 @@ print(json.dumps({"flushed": flushed, **stats}))
 
 @pytest.fixture(scope="module")
 def galera() -> Iterator[Galera]:
+    require(GALERA, "rsync", "socat")
     started = time.monotonic()
     cluster = galera_cluster()
     print(f"\n3-node Galera cluster: waited {time.monotonic() - started:.1f} s for it")

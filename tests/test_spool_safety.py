@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from conftest import landed
 from faultproxy import FaultProxy
+from servers import Server, scratch
 
 from cofi_eventlog import EventLogger
 from cofi_eventlog.database import Database
@@ -263,3 +264,48 @@ def test_the_spool_command_prints_stored_text_escaped(mysql_dsn: str, mysql_tabl
     assert listed.returncode == 0, listed.stderr
     assert "\x1b" not in listed.stdout and "\x07" not in listed.stdout and "\r" not in listed.stdout
     assert "b\\x1b[2J \\x1b]52;c;aGk=\\x07 error poison" in listed.stdout
+
+
+KILLED_AFTER_A_WRITE = r"""
+import os, signal, sys
+from cofi_eventlog import EventLogger
+dsn, table, spool_dir = sys.argv[1:4]
+log = EventLogger(dsn, table=table, spool_dir=spool_dir, batch_size=1_000_000, flush_interval=3600)
+log.file_started("pinned", "lid", "first")
+assert log.flush(30)  # written: the journal now names the server its rows go to
+for i in range(100):
+    log.file_started("pinned", "lid", f"f{i}")
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def test_a_journal_is_written_only_into_the_server_its_rows_went_to(
+        mysql_dsn: str, mysql_table: str, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Two independent servers, each with a database `test`: one spool folder serves both DSNs (it is named by
+    the database, not the host). The journal a process left after writing to the private server is not
+    written into the shared one, and is into the private one."""
+    private = Server(scratch("cofi-pin-"), "pin")
+    private.start()
+    try:
+        private.sql("CREATE DATABASE test")
+        there = f"mysql://root@127.0.0.1:{private.port}/test"
+        spool_dir = str(tmp_path / "spool")
+        done = subprocess.run([sys.executable, "-c", KILLED_AFTER_A_WRITE, there, mysql_table, spool_dir],
+                              capture_output=True, timeout=120)
+        assert done.returncode == -9, done.stderr
+        here = EventLogger(mysql_dsn, table=mysql_table, spool_dir=spool_dir)
+        assert here.spool_folder == EventLogger(there, table=mysql_table, spool_dir=spool_dir).spool_folder
+        with caplog.at_level("WARNING", logger="cofi_eventlog"):
+            here.file_started("here", "lid", "own")
+            assert here.flush(30)
+        here.close()
+        assert landed(mysql_dsn, mysql_table) == (1, 1, 1)  # its own event only
+        assert "not adopted" in " ".join(r.getMessage() for r in caplog.records)
+        back = EventLogger(there, table=mysql_table, spool_dir=spool_dir)
+        assert back.flush(30)
+        adopted = back.stats()["adopted"]
+        back.close()
+        assert adopted == 100
+        assert landed(there, mysql_table) == (101, 101, 101)
+    finally:
+        private.stop()

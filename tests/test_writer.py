@@ -42,6 +42,9 @@ class FakeSink:
     def check(self) -> None:
         pass
 
+    def cluster(self) -> str | None:
+        return None
+
     def close(self) -> None:
         self.closed += 1
 

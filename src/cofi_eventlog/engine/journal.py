@@ -17,6 +17,7 @@ short by a death mid-copy lacks its newline and is ignored.
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import mmap
 import os
 import struct
@@ -26,6 +27,7 @@ MAGIC = b"CEVJNL01"
 HEADER = struct.Struct("<8sQQQ")  # magic, node, committed, sealed
 COMMITTED_AT = 16
 SEALED_AT = 24
+CLUSTER_AT = 64  # 32 hex digits naming the cluster the journal was first written to; NULs until then
 DATA = 4096
 SUFFIX = ".jnl"
 MADV_POPULATE_WRITE = getattr(mmap, "MADV_POPULATE_WRITE", 23)  # Linux 5.14; the constant is Python 3.12's
@@ -139,6 +141,15 @@ class Journal:
     def sealed(self) -> bool:
         return bool(HEADER.unpack_from(self.map, 0)[3])
 
+    @property
+    def cluster(self) -> str | None:
+        """The cluster its rows went to (a digest), once some did."""
+        mark = bytes(self.map[CLUSTER_AT:CLUSTER_AT + 32])
+        return mark.decode() if mark.strip(b"\0") else None
+
+    def mark_cluster(self, cluster: str) -> None:
+        self.map[CLUSTER_AT:CLUSTER_AT + 32] = cluster_mark(cluster).encode()
+
     def seal(self) -> None:
         """No record will be appended any more: once committed, the journal may go. (An append racing with
         the seal is found by looking for the end, as an adopter does.)"""
@@ -224,6 +235,11 @@ class Journal:
         """In a forked child: let go of the parent's journal without touching it (its lock stays the
         parent's); the child makes its own."""
         self.release(remove=False)
+
+
+def cluster_mark(cluster: str) -> str:
+    """What a journal's header keeps of a cluster's name: a digest, fixed in size."""
+    return hashlib.sha256(cluster.encode()).hexdigest()[:32]
 
 
 def _unlink(path: Path) -> None:

@@ -26,7 +26,7 @@ from ..sinks.base import Row, Sink, SinkError
 from .backoff import Backoff
 from .diagnostics import Warner
 from .isolate import Isolator
-from .journal import Journal
+from .journal import Journal, cluster_mark
 from .spool import Spool
 from .stats import WriterStats
 
@@ -76,6 +76,7 @@ class Writer:
         self.tickets: list[Ticket] = []
         self.stopping = False
         self.abandoned = False
+        self.any_cluster = False  # the spool replay command: a person moves journals deliberately
         self._warn = warn
         self._dropped = dropped
         self._borrowed = borrowed  # closed loggers' journals in this process: written, never let go of
@@ -130,7 +131,8 @@ class Writer:
 
     def replay_now(self) -> bool:
         """Adopt and write every orphan from the calling thread, for a writer that was never started (the
-        ``spool replay`` command). True when all of them are in the database."""
+        ``spool replay`` command; into any cluster). True when all of them are in the database."""
+        self.any_cluster = True
         self._adopt()
         self._write(everything=True)
         self.sink.close()
@@ -216,6 +218,9 @@ class Writer:
         tickets = list(self.tickets)
         held = {j.path.name for j in [*self.own, *(a for a, _ in self.adopted)] if j.path is not None}
         for journal in self.spool.orphans(held):
+            if not self._same_cluster(journal):
+                journal.release(remove=False)
+                continue
             self.adopted.append((journal, EventIds(journal.node)))
             if journal.torn_bytes():
                 self._warn("torn", f"{journal.path}: {journal.torn_bytes()} bytes of a record its process died "
@@ -288,7 +293,30 @@ class Writer:
         self.stats.coerced += coerced
         return Chunk(journal, stop, count, rows, own)
 
+    def _same_cluster(self, journal: Journal) -> bool:
+        """Whether an orphan may be written here: its rows went to this sink's cluster, or to none yet.
+        (Not known while the database does not answer: it is left for the next round.)"""
+        if journal.cluster is None or self.any_cluster:
+            return True
+        try:
+            mine = self.sink.cluster()
+        except SinkError:
+            return False
+        if mine is not None and cluster_mark(mine) == journal.cluster:
+            return True
+        if mine is not None:
+            self._warn("cluster", f"{journal.path} was written to another cluster than {mine}; not adopted "
+                                  f"(cofi-eventlog spool replay --dsn ... moves it deliberately)")
+        return False
+
     def _commit(self, chunk: Chunk) -> None:
+        if chunk.own and chunk.journal.cluster is None:  # its rows go there: so must its orphaned rest
+            try:
+                mine = self.sink.cluster()
+            except SinkError:  # marked at the next write
+                mine = None
+            if mine is not None:
+                chunk.journal.mark_cluster(mine)
         chunk.journal.commit(chunk.stop)
         self._last_write = time.monotonic()
         if chunk.own:

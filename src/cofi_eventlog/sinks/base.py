@@ -93,6 +93,11 @@ class Sink(Protocol):
         """Connect and make sure rows can be inserted (the table, its columns, the right to insert);
         raise SinkError saying what is wrong. Writes nothing."""
 
+    def cluster(self) -> str | None:
+        """Which cluster (or lone server) the rows go to, connecting if need be (SinkError when it cannot);
+        None where that has no meaning (SQLite). A journal is written only into the cluster it was first
+        written to."""
+
     def close(self) -> None: ...
 
     def abandon(self) -> None:

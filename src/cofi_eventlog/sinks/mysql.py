@@ -260,6 +260,14 @@ class MySQLSink:
             except Exception:  # the connection is already broken; closing is a courtesy
                 pass
 
+    def cluster(self) -> str | None:
+        try:
+            self._connection()
+        except pymysql.MySQLError as exc:
+            self._drop()
+            raise classify(exc, self.dsn) from None
+        return self._cluster or self._reached
+
     def close(self) -> None:
         self._drop()
 

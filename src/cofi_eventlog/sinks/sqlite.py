@@ -118,6 +118,9 @@ class SQLiteSink:
         self.statements += 1
         self.coerced += coerced
 
+    def cluster(self) -> str | None:
+        return None  # one file: nothing to tell apart
+
     def close(self) -> None:
         conn, self._conn = self._conn, None
         if conn is not None:

@@ -20,6 +20,9 @@ class UnusableSink:
     def check(self) -> None:
         raise SinkError(self.reason, transient=True)
 
+    def cluster(self) -> str | None:
+        return None
+
     def close(self) -> None:
         pass
 

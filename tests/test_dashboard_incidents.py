@@ -324,7 +324,7 @@ def test_recent_errors_are_bounded_and_bad_input_is_told(backend: tuple[str, str
 def test_long_silences_read_in_days_and_a_one_slot_chart_draws(tmp_path: Path, table_name: str, browser: Browser,
                                                                serve: Any, capsys: pytest.CaptureFixture[str]) -> None:
     dsn = f"sqlite:///{tmp_path / 'events.db'}"
-    then = (datetime.now(timezone.utc) - timedelta(days=64, hours=15)).replace(microsecond=900_000)
+    then = (datetime.now(timezone.utc) - timedelta(days=64, hours=15, minutes=5)).replace(microsecond=900_000)
     old = Batch("old", now=then)  # every event within one second: the chart has one slot
     old.start(0.8, 3, stages=["lid"])
     for i, name in enumerate(files(3)):

@@ -16,6 +16,14 @@ MYSQL_DSN = os.environ.get("COFI_EVENTLOG_TEST_DSN", "mysql://root@127.0.0.1:330
 REQUIRE_MYSQL = os.environ.get("COFI_EVENTLOG_REQUIRE_MYSQL") == "1"
 
 
+def skip_or_fail(reason: str) -> None:
+    """A test needing a system package that is missing: skip, saying how to install it; under CI=true (whose
+    .ci/run installs it) fail instead, as the MySQL tests do with COFI_EVENTLOG_REQUIRE_MYSQL=1."""
+    if os.environ.get("CI") == "true":
+        pytest.fail(reason + " (CI=true forbids skipping)")
+    pytest.skip(reason)
+
+
 def _mysql_problem() -> str | None:
     try:
         Database(MYSQL_DSN, timeout=3).close()

@@ -240,18 +240,15 @@ _STARTED: dict[str, Any] = {}
 
 
 def require(*needs: str) -> None:
-    """Skip, saying which Debian packages to install, when a private server's tools are missing; under
-    CI=true (which installs them) fail instead, as the MySQL tests do with COFI_EVENTLOG_REQUIRE_MYSQL=1."""
-    import pytest
+    """Skip (fail under CI=true), saying which Debian packages to install, when a private server's tools are
+    missing."""
+    from conftest import skip_or_fail
 
-    packages = {GALERA: "galera-4", "rsync": "rsync", "socat": "socat", "openssl": "openssl"}
+    packages = {GALERA: "galera-4", MARIADBD: "mariadb-server", "rsync": "rsync", "socat": "socat",
+                "openssl": "openssl"}
     missing = [packages.get(n, n) for n in needs if not (os.path.exists(n) if n.startswith("/") else shutil.which(n))]
-    if not missing:
-        return
-    reason = f"needs {', '.join(missing)}: apt-get install {' '.join(missing)}"
-    if os.environ.get("CI") == "true":
-        pytest.fail(reason + " (CI=true forbids skipping)")
-    pytest.skip(reason)
+    if missing:
+        skip_or_fail(f"needs {', '.join(missing)}: apt-get install {' '.join(missing)}")
 
 
 def start_galera_early() -> None:

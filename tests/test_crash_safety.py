@@ -22,6 +22,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from conftest import skip_or_fail
 from crashkit import (
     REDIS_SERVER,
     Run,
@@ -89,12 +90,6 @@ def stop(proc: subprocess.Popen[bytes], signum: int, within: float = STOP_WITHIN
         proc.kill()
         proc.wait()
         return None
-
-
-def skip_or_fail(reason: str) -> None:
-    if os.environ.get("CI") == "true":
-        pytest.fail(reason + " (CI=true forbids skipping)")
-    pytest.skip(reason)
 
 
 @pytest.fixture

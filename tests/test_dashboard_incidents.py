@@ -259,10 +259,9 @@ def stage_small(dsn: str, table: str) -> Batch:
 
 def test_the_mariadb_server_going_away(table_name: str, browser: Browser, serve: Any, tmp_path: Path) -> None:
     """A private mariadbd, stopped while the page is open, then started again."""
-    from servers import Server, scratch
+    from servers import MARIADBD, Server, require, scratch
 
-    if not os.access("/usr/sbin/mariadbd", os.X_OK):
-        pytest.skip("/usr/sbin/mariadbd is missing: apt-get install mariadb-server")
+    require(MARIADBD)
     db = Server(scratch("cofi-dash-"), "gone")
     db.start()
     try:

@@ -28,6 +28,7 @@ import orjson
 from .engine import lifecycle
 from .engine.diagnostics import Warner
 from .engine.engine import Engine
+from .engine.leadership import writer_key
 from .engine.spool import default_spool_dir, secure_folder, spool_key
 from .engine.stats import WriterStats
 from .sinks import EVENT_TYPES, Dsn, Sink, SinkError, is_identifier, open_sink, parse_dsn
@@ -91,6 +92,9 @@ class EventLogger:
       exit_timeout   seconds the exit hook may spend writing; the rest waits in the journal (default 5.0)
       timeout        database connect/read/write timeout in seconds (default 10.0)
       idle_timeout   seconds after which an unused database connection is given back (default 60.0)
+      shared_writer  True (default): the processes of a host logging to the same target share one writer
+                     and one connection, held by whichever of them has the spool folder's writer lock
+                     (see docs/guarantees.md); False: this process writes its own events itself
       gpu_ip         recorded on events whose call gives no gpu_ip (default None): set it once per process
       preflight      connect and check the table now, raising PreflightError (default False)
       on_connect     called with each new DB-API connection the writer opens (session settings, tracing)
@@ -105,7 +109,7 @@ class EventLogger:
                  block_timeout: float = 1.0, spool_dir: str | None = None, max_spool_bytes: int = 1 << 30,
                  exit_timeout: float = 5.0, timeout: float = 10.0, idle_timeout: float = 60.0,
                  gpu_ip: str | None = None, preflight: bool = False,
-                 on_connect: Callable[[Any], None] | None = None) -> None:
+                 on_connect: Callable[[Any], None] | None = None, shared_writer: bool = True) -> None:
         if not isinstance(table, str) or not is_identifier(table):
             raise ValueError(f"table must be a plain identifier (letters, digits, _), got {table!r}")
         _positive("batch_size", batch_size, integer=True)
@@ -143,7 +147,9 @@ class EventLogger:
                               on_full=on_full, block_timeout=block_timeout, strict=strict,
                               sync=durability == "spool", max_spool_bytes=max_spool_bytes,
                               journal_bytes=JOURNAL_BYTES, adopt_interval=ADOPT_INTERVAL,
-                              idle_timeout=float(idle_timeout), exit_timeout=exit_timeout, warn=self._warn)
+                              idle_timeout=float(idle_timeout), exit_timeout=exit_timeout, warn=self._warn,
+                              shared_writer=writer_key(f"{self._identity()}\0{table}")
+                              if shared_writer and self._dsn is not None else None)
         self._emit = self._engine.admit
         self._seq = self._engine.seq.add
         if self._unusable is not None:
@@ -375,7 +381,7 @@ class EventLogger:
         unwritten = engine.unwritten()
         return {
             "enqueued": engine.appended + sum(drops.values()) - w.dropped_dead_letter,
-            "written": w.written,
+            "written": w.written - w.for_others,
             "dropped": sum(drops.values()),
             **drops,
             "unwritten": unwritten,
@@ -385,6 +391,10 @@ class EventLogger:
             "last_error": w.last_error,
             "coerced": calls["coerced"] + w.coerced,
             "adopted": w.adopted,
+            "writer_role": writer.role if writer is not None else "not started",
+            "written_for_others": w.for_others,
+            "took_over": w.took_over,
+            "too_many_connections": w.too_many_connections,
             "dead_lettered": w.dead_lettered,
             "not_journaled": calls["not_journaled"],
             "spool_bytes": engine.spool.measure() if engine.spool is not None else 0,

@@ -25,6 +25,7 @@ from ..sinks.base import Sink
 from . import lifecycle
 from .diagnostics import BUSY, Warner, in_diagnostics
 from .journal import Journal, JournalFull
+from .leadership import Leadership
 from .spool import Spool, SpoolFull, has_journals
 from .stats import AtomicCounter
 from .writer import Writer
@@ -53,7 +54,7 @@ class Engine:
     def __init__(self, spool_folder: str, open_sink: Callable[[], Sink], *, target: str, table: str,
                  batch_size: int, flush_interval: float, max_queue: int, on_full: str, block_timeout: float,
                  strict: bool, sync: bool, max_spool_bytes: int, journal_bytes: int, adopt_interval: float,
-                 idle_timeout: float, exit_timeout: float, warn: Warner) -> None:
+                 idle_timeout: float, exit_timeout: float, warn: Warner, shared_writer: str | None = None) -> None:
         self.folder = spool_folder
         self._open_sink = open_sink
         self._target = target
@@ -71,6 +72,7 @@ class Engine:
         self._idle_timeout = idle_timeout
         self._exit_timeout = exit_timeout
         self._warn = warn
+        self._shared = shared_writer  # the key of the host's shared writer for this target, or None
         self.seq = AtomicCounter()  # numbers every call; with its time (and the journal's node) it fixes the eventId
         self._fresh()
 
@@ -174,7 +176,7 @@ class Engine:
         if time.monotonic() < self._full_until:
             return None
         try:
-            return self.spool.new_journal(self.ids.node, self._journal_bytes)
+            return self.spool.new_journal(self.ids.node, self._journal_bytes, self._shared)
         except SpoolFull as exc:
             self._full_until = time.monotonic() + 1.0
             self._warn("full", f"{exc}; events dropped until the database takes some")
@@ -198,12 +200,14 @@ class Engine:
                 if self.closed:
                     _late.setdefault(self.folder, []).append(journal)
                 else:
+                    shared = self._shared if self.spool.problem is None else None
+                    leadership = Leadership(self.spool.folder, shared) if shared is not None else None
                     self.writer = Writer(self.own, self._open_sink(), self.spool, self.ids,
                                          batch_size=self.batch_size, flush_interval=self.flush_interval,
                                          adopt_interval=self._adopt_interval, idle_timeout=self._idle_timeout,
                                          appended=lambda: self.appended, dropped=self.dropped,
                                          borrowed=lambda: late_journals(self.folder), wake_at=self._wake_at,
-                                         warn=self._warn)
+                                         warn=self._warn, leadership=leadership)
                     self._wake = self.writer.wake
                     self.writer.start()
                     lifecycle.track(self)
@@ -216,8 +220,10 @@ class Engine:
             journal.forget()
         if writer is not None:
             writer.sink.abandon()
-            for journal, _ in writer.adopted:
+            for journal in [*(a for a, _ in writer.adopted), *writer.peers]:
                 journal.forget()
+            if writer.leadership is not None:
+                writer.leadership.forget()
         self._fresh()
 
     # -- flush and close (any thread) -----------------------------------------------------------------

@@ -8,10 +8,16 @@ database has. A journal is ``flock``-ed by the process that appends to it; when 
 process is gone (or has sealed it), and any logger of the same target may adopt it: write what lies
 past ``committed``, then delete it. The client-made eventId makes a row written twice land once.
 
-Layout: a header page (magic, the eventId node, committed, sealed), then records from ``DATA`` on, each
-one line of JSON: a call as its argument list, or ``{"row": [...]}`` for a row built on the caller's
-thread. JSON never holds a NUL byte, so the first NUL after the records is the end, and a record cut
-short by a death mid-copy lacks its newline and is ignored.
+With the host's shared writer (see leadership.py) the process that holds the folder's writer lock
+writes the journals of the other live processes too: their header names the writer they wait for,
+and their end is found as an adopter finds it. A process that waits asks for a flush by putting the
+offset it waits for in its header; the writer moves ``committed`` past it.
+
+Layout: a header page (magic, the eventId node, committed, sealed, the shared writer's key, the cluster,
+a flush request), then records from ``DATA`` on, each one line of JSON: a call as its argument list, or
+``{"row": [...]}`` for a row built on the caller's thread. JSON never holds a NUL byte, so the first NUL
+after the records is the end, and a record cut short by a death mid-copy lacks its newline and is
+ignored.
 """
 
 from __future__ import annotations
@@ -27,7 +33,9 @@ MAGIC = b"CEVJNL01"
 HEADER = struct.Struct("<8sQQQ")  # magic, node, committed, sealed
 COMMITTED_AT = 16
 SEALED_AT = 24
+WRITER_AT = 32  # 32 hex digits naming the shared writer that writes it while its process lives; NULs: itself
 CLUSTER_AT = 64  # 32 hex digits naming the cluster the journal was first written to; NULs until then
+FLUSH_AT = 96  # the offset its process waits to see committed (a flush); 0 when none
 DATA = 4096
 SUFFIX = ".jnl"
 MADV_POPULATE_WRITE = getattr(mmap, "MADV_POPULATE_WRITE", 23)  # Linux 5.14; the constant is Python 3.12's
@@ -54,11 +62,15 @@ class Journal:
         self._sealed_end: int | None = None
         self.read = self.committed  # the writer's position: taken, maybe not yet committed
         self.ready = end  # pages before this are mapped and writable (see prepare)
+        self.watched = False  # another live process appends to it: its end is looked for (see watch)
+        self._seen_end = end
+        self.seen_request = 0  # the last flush request the shared writer acted on
 
     # -- making and opening ------------------------------------------------------------------------
     @classmethod
-    def create(cls, folder: Path, name: str, node: int, capacity: int) -> Journal:
-        """A new journal, locked by us before it appears under its name (so nobody adopts it)."""
+    def create(cls, folder: Path, name: str, node: int, capacity: int, writer: str | None = None) -> Journal:
+        """A new journal, locked by us before it appears under its name (so nobody adopts it); ``writer``
+        names the shared writer that writes it (None: this process's own)."""
         path = folder / f"{name}{SUFFIX}"
         staging = folder / f"{name}.new"
         fd = os.open(staging, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
@@ -67,6 +79,8 @@ class Journal:
             os.ftruncate(fd, capacity)  # sparse: the disk holds only what is written
             mapping = mmap.mmap(fd, capacity)
             HEADER.pack_into(mapping, 0, MAGIC, node, DATA, 0)
+            if writer is not None:
+                mapping[WRITER_AT:WRITER_AT + 32] = writer.encode()
             os.rename(staging, path)
         except OSError:
             os.close(fd)
@@ -100,6 +114,28 @@ class Journal:
         mapping.seek(size)
         return journal
 
+    @classmethod
+    def watch(cls, path: Path, fd: int) -> Journal:
+        """A live journal of another process that waits for the shared writer we are (not locked: its
+        process holds the lock). ValueError if it is not a journal."""
+        journal = cls.adopt(path, fd)
+        journal._sealed_end = None
+        journal.watched = True
+        return journal
+
+    def owner_gone(self) -> bool:
+        """For a watched journal: whether its process is gone (its lock is free, and now ours), so that
+        it is adopted from now on, and deleted once written."""
+        if not self.watched or self.fd is None:
+            return False
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            return False
+        self.watched = False
+        self._sealed_end = self.complete_end()
+        return True
+
     # -- the callers' side -------------------------------------------------------------------------
     def append(self, record: bytes) -> None:
         """Copy one record (ending in a newline) in. JournalFull when it does not fit (or it is sealed)."""
@@ -111,7 +147,12 @@ class Journal:
     @property
     def end(self) -> int:
         """Past the last record appended so far."""
-        return self._sealed_end if self._sealed_end is not None else self.map.tell()
+        if self._sealed_end is not None:
+            return self._sealed_end
+        if self.watched:  # another process's: past its last whole record (see complete_end)
+            self._seen_end = self._complete_from(self._seen_end)
+            return self._seen_end
+        return self.map.tell()
 
     def prepare(self) -> None:
         """Fault in the pages the next calls will write, on the writer's thread, so that a call does not
@@ -149,6 +190,23 @@ class Journal:
 
     def mark_cluster(self, cluster: str) -> None:
         self.map[CLUSTER_AT:CLUSTER_AT + 32] = cluster_mark(cluster).encode()
+
+    @property
+    def writer(self) -> str | None:
+        """The key of the shared writer that writes it while its process lives (None: its own)."""
+        mark = bytes(self.map[WRITER_AT:WRITER_AT + 32])
+        return mark.decode() if mark.strip(b"\0") else None
+
+    def clear_writer(self) -> None:
+        self.map[WRITER_AT:WRITER_AT + 32] = bytes(32)
+
+    @property
+    def flush_request(self) -> int:
+        return int(struct.unpack_from("<Q", self.map, FLUSH_AT)[0])
+
+    def request_flush(self) -> None:
+        """Ask the shared writer to write everything appended so far now."""
+        struct.pack_into("<Q", self.map, FLUSH_AT, self.end)
 
     def seal(self) -> None:
         """No record will be appended any more: once committed, the journal may go. (An append racing with
@@ -193,7 +251,13 @@ class Journal:
 
     def complete_end(self) -> int:
         """Past the last whole record (an orphan's: a record its process died copying has no newline)."""
-        start = self.committed
+        return self._complete_from(self.committed)
+
+    def _complete_from(self, start: int) -> int:
+        """Past the last whole record after ``start``, itself a record's end. A record being copied by
+        another process may show its bytes in any order, but none is NUL until copied, and JSON holds no
+        NUL: so the first NUL is in the record being copied (or past the last), and the last newline
+        before it ends a whole record."""
         nul = self.map.find(b"\0", start)
         limit = len(self.map) if nul < 0 else nul
         return max(start, self.map.rfind(b"\n", start, limit) + 1)
@@ -209,6 +273,10 @@ class Journal:
     def pending(self) -> int:
         """Records not yet committed."""
         return self.map[self.committed:self.end].count(b"\n")
+
+    def waiting(self) -> int:
+        """Records not yet taken."""
+        return self.map[self.read:self.end].count(b"\n")
 
     def sync(self) -> None:
         """Down to the disk (durability='spool'): a power loss keeps it too."""

@@ -137,20 +137,23 @@ class Spool:
             _unlink(staging)
 
     # -- journals ----------------------------------------------------------------------------------
-    def new_journal(self, node: int, capacity: int) -> Journal:
+    def new_journal(self, node: int, capacity: int, writer: str | None = None) -> Journal:
         """A journal for this process, no bigger than what is left under ``max_bytes``; ``SpoolFull`` when
-        that is too little, OSError when the folder cannot have one."""
+        that is too little, OSError when the folder cannot have one. ``writer``: the key of the shared
+        writer that is to write it."""
         if self.problem is not None:
             raise OSError(self.problem)
         capacity = min(capacity, self.max_bytes - self.measure())
         if capacity < MIN_JOURNAL:
             raise SpoolFull(f"spool full ({self.max_bytes} bytes)")
         self._count += 1
-        return Journal.create(self.folder, f"journal-{os.getpid()}-{time.time_ns()}-{self._count}", node, capacity)
+        return Journal.create(self.folder, f"journal-{os.getpid()}-{time.time_ns()}-{self._count}", node, capacity,
+                              writer)
 
-    def orphans(self, skip: set[str]) -> Iterator[Journal]:
+    def orphans(self, skip: set[str], writer: str | None = None) -> Iterator[Journal]:
         """Journals no live process holds (their lock is free), oldest first, each now locked by us.
-        ``skip``: names this process holds already."""
+        ``skip``: names this process holds already. With ``writer`` (a shared writer's key), also the
+        live journals that wait for that writer, watched (``Journal.watch``), not locked."""
         try:
             paths = sorted(self.folder.glob(f"*{SUFFIX}"), key=_age)
         except OSError:
@@ -165,15 +168,32 @@ class Spool:
                 continue
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                if os.fstat(fd).st_nlink == 0:  # written and removed by another adopter meanwhile
-                    raise BlockingIOError
-            except OSError:
+            except OSError:  # a live process's
+                live = self._watched(path, fd, writer) if writer is not None else None
+                if live is None:
+                    os.close(fd)
+                else:
+                    yield live
+                continue
+            if os.fstat(fd).st_nlink == 0:  # written and removed by another adopter meanwhile
                 os.close(fd)
                 continue
             try:
                 yield Journal.adopt(path, fd)
             except (ValueError, OSError) as exc:
                 self._set_aside(path, fd, str(exc))
+
+    @staticmethod
+    def _watched(path: Path, fd: int, writer: str) -> Journal | None:
+        """A live journal that waits for ``writer`` and still has something to write, or None."""
+        try:
+            journal = Journal.watch(path, fd)
+        except (ValueError, OSError):
+            return None
+        if journal.writer == writer and not journal.done():
+            return journal
+        journal.release(remove=False)
+        return None
 
     def _refuse(self, path: Path, exc: OSError) -> None:
         if path.name not in self._refused and path.exists():  # vanished meanwhile: adopted by another

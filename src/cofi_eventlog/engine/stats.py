@@ -23,6 +23,9 @@ class WriterStats:
     flushes: int = 0
     retries: int = 0
     adopted: int = 0  # events written from journals other processes (or closed loggers) left
+    for_others: int = 0  # events of other live processes written as the host's shared writer
+    took_over: int = 0  # times this process became the shared writer
+    too_many_connections: int = 0  # writes refused with 1040: waited out like any outage
     dead_lettered: int = 0
     coerced: int = 0
     dropped_dead_letter: int = 0  # refused by the database, and the dead-letter file could not keep them

@@ -1,16 +1,22 @@
 """The writer: one thread per logger that moves events from journals into the database.
 
-It reads the journals of its own process (the callers append to them) and those it adopted (journals
-whose process is gone), builds the rows, hands them to the sink in multi-row statements, and commits
-each journal past what the database has. It writes once a batch is full, once the oldest waiting
-event has waited ``flush_interval`` (a linger, as Kafka's producer has), when a flush asks, and when
-the logger closes. While the database is away nothing moves: the events stay in their journals, and
-the database is tried again after an exponential, jittered backoff (at once when a flush asks). Rows
-the database will never take are isolated and dead-lettered (see isolate.py).
+It reads the journals of its own process (the callers append to them), those it adopted (journals
+whose process is gone) and, as the host's shared writer (see leadership.py), those of the other live
+processes that wait for it; builds the rows, hands them to the sink in multi-row statements that mix
+journals, and commits each journal past what the database has. While another process is the shared
+writer, this one only follows: it counts what that writer committed in its journals, deletes those
+done, asks for flushes through the journal header, and tries for the lock every ``POLL`` seconds.
+
+It writes once a batch is full, once the oldest waiting event has waited ``flush_interval`` (a linger,
+as Kafka's producer has), when a flush asks, and when the logger closes. While the database is away
+nothing moves: the events stay in their journals, and the database is tried again after an exponential,
+jittered backoff (at once when a flush asks). Rows the database will never take are isolated and dead-
+lettered (see isolate.py).
 """
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections import deque
@@ -27,10 +33,13 @@ from .backoff import Backoff
 from .diagnostics import Warner
 from .isolate import Isolator
 from .journal import Journal, cluster_mark
+from .leadership import POLL, Leadership
 from .spool import Spool
 from .stats import WriterStats
 
 PIPELINED = 4  # batches a busy writer hands the sink at once
+FOLLOWER_CLOSE = 5.0  # seconds a close without a timeout waits for the shared writer to write our journals
+TOO_MANY_CONNECTIONS = 1040  # the server's errno: back-pressure like any outage, and counted
 
 
 class Ticket:
@@ -45,19 +54,25 @@ class Ticket:
 
 
 @dataclass
-class Chunk:
+class Part:
+    """Records taken from one journal."""
     journal: Journal
     stop: int  # the journal offset after its records
     count: int
+    source: str  # own, peer (a live process's, for the shared writer), adopted, borrowed
+
+
+@dataclass
+class Chunk:
+    parts: list[Part]
     rows: Sequence[Row]
-    own: bool
 
 
 class Writer:
     def __init__(self, own: deque[Journal], sink: Sink, spool: Spool, ids: EventIds, *, batch_size: int,
                  flush_interval: float, adopt_interval: float, idle_timeout: float, appended: Callable[[], int],
                  dropped: Callable[[], int], borrowed: Callable[[], list[Journal]], warn: Warner,
-                 wake_at: list[int] | None = None) -> None:
+                 wake_at: list[int] | None = None, leadership: Leadership | None = None) -> None:
         self.own = own  # this process's journals, the one callers append to last
         self.sink = sink
         self.spool = spool
@@ -73,6 +88,11 @@ class Writer:
         self.urgent = threading.Event()  # a flush or the close: try the database even during a backoff
         self.stats = WriterStats()
         self.adopted: list[tuple[Journal, EventIds]] = []
+        self.leadership = leadership  # None: this process writes its own journals, and only those
+        self.peers: list[Journal] = []  # live processes' journals, while we are the shared writer
+        # own: writes its own journals; host: the host's shared writer; follower: another process is
+        self.role = "own" if leadership is None else "follower"
+        self._folder_seen = 0  # the spool folder's mtime at our last look for journals
         self.tickets: list[Ticket] = []
         self.stopping = False
         self.abandoned = False
@@ -92,6 +112,7 @@ class Writer:
         self._exit_lock = threading.Lock()
         self._finished = False
         self._let_go: Callable[[], None] | None = None
+        self._deadline = float("inf")
 
     # -- lifecycle -----------------------------------------------------------------------------------
     def start(self) -> None:
@@ -103,6 +124,7 @@ class Writer:
         orphans there are, and stop; then ``let_go`` of the journals. Past ``timeout`` the thread is left
         to finish its database call, and calls ``let_go`` itself when it has (the journals stay locked
         until then, so that nobody adopts what it may still be writing)."""
+        self._deadline = time.monotonic() + (FOLLOWER_CLOSE if timeout is None else timeout)
         self.stopping = True
         self.hurry()
         thread = self._thread
@@ -114,7 +136,7 @@ class Writer:
                 self._let_go = let_go
         self._answer(final=True)
         if not self.abandoned:
-            let_go()
+            self._release(let_go)
 
     def flush(self, timeout: float | None) -> bool:
         ticket = Ticket(self.appended())
@@ -146,6 +168,20 @@ class Writer:
         self.urgent.set()
         self.wake.set()
 
+    def _release(self, let_go: Callable[[], None]) -> None:
+        """Let go of the journals, then of the writer lock (so the next writer finds them free)."""
+        let_go()
+        for journal in self.peers:
+            journal.release(remove=False)
+        self.peers.clear()
+        if self.leadership is not None:
+            self.leadership.release()
+
+    @property
+    def leading(self) -> bool:
+        """Whether this writer writes (its own journals at least): no shared writer, or we are it."""
+        return self.leadership is None or self.leadership.held
+
     # -- the loop ------------------------------------------------------------------------------------
     def _run(self) -> None:
         while not self.stopping:
@@ -157,19 +193,35 @@ class Writer:
                 self._down_until = 0.0
             self._cycle(everything=urgent or bool(self.tickets))
         self._down_until = 0.0
-        self._cycle(everything=True, adopt=True)
+        while not self._take_lead() and not self._followed_to_end():
+            time.sleep(POLL / 5)
+        if self.leading:
+            self._cycle(everything=True, adopt=True)
         self.sink.close()
         with self._exit_lock:
             self._finished = True
             let_go = self._let_go
         if let_go is not None:  # the close gave up waiting for us
-            let_go()
+            self._release(let_go)
+
+    def _followed_to_end(self) -> bool:
+        """At close, as a follower: whether the shared writer has written all our journals hold (asked
+        for at once), or the close's time is up (what is left is adopted once we let go)."""
+        self._follow()
+        for journal in self.own:
+            if journal.committed < journal.end and journal.flush_request < journal.end:
+                journal.request_flush()
+        return all(j.committed >= j.end for j in self.own) or time.monotonic() >= self._deadline
 
     def _linger(self) -> float:
         """Seconds until there is something to do: the oldest waiting event's linger, the next adoption
         round, the end of a backoff, or an idle connection to give back."""
+        if not self.leading:
+            return POLL / 5 if self.tickets else POLL
         now = time.monotonic()
         waits = [max(0.0, self._next_adoption - now), self.idle_timeout]
+        if self.leadership is not None:
+            waits.append(POLL)  # to find the other processes' new events
         if self._is_down():
             waits.append(self._down_until - now)
         elif self.adopted:
@@ -181,23 +233,33 @@ class Writer:
         return max(0.0, min(waits))
 
     def _oldest_ns(self) -> int | None:
-        for journal in list(self.own):
+        oldest = None
+        for journal in [*self.own, *self.peers]:
             record = journal.first()
             if record:
                 try:
                     item = orjson.loads(record)
-                    return int(item[10]) if isinstance(item, list) else int(item["row"][10]) * 1000
+                    ns = int(item[10]) if isinstance(item, list) else int(item["row"][10]) * 1000
                 except (orjson.JSONDecodeError, LookupError, TypeError, ValueError):
                     return 0  # unreadable: write (and so isolate) it now
-        return None
+                oldest = ns if oldest is None else min(oldest, ns)
+        return oldest
 
     def _cycle(self, *, everything: bool, adopt: bool = False) -> None:
         """One round of work. Never raises: the thread must not die, and every ticket is answered."""
         try:
-            if adopt or time.monotonic() >= self._next_adoption or not all(t.scanned for t in self.tickets):
-                self._adopt()
             if self.own:
                 self.own[-1].prepare()
+            if not self._take_lead():
+                self._follow()
+                self._answer()
+                return
+            if adopt or time.monotonic() >= self._next_adoption or not all(t.scanned for t in self.tickets) \
+                    or self._folder_changed():
+                self._adopt()
+            if self._peers_ask():
+                self._down_until = 0.0
+                everything = True
             if not self._is_down():
                 self._write(everything=everything or self._lingered())
             self._answer()
@@ -212,14 +274,101 @@ class Writer:
         oldest = self._oldest_ns()
         return oldest is not None and time.time_ns() - oldest >= self.flush_interval * 1e9
 
+    # -- the shared writer ---------------------------------------------------------------------------
+    def _take_lead(self) -> bool:
+        """Whether we write: no shared writer, or we hold its lock (taken now if it is free: the process
+        that held it is gone or closed)."""
+        if self.leadership is None or self.leadership.held:
+            return True
+        if not self.leadership.try_take():
+            if all(j.path is not None for j in self.own):
+                return False
+            self._go_alone()  # a journal in memory (no file could be made): no other process can see it
+        self._follow()
+        for journal in self.own:  # from what the previous writer committed; the rest it may have sent
+            journal.rewind()  # is sent again, and lands once (the eventId)
+        self._taken = self.committed
+        self._wake_at[0] = self._taken + self.batch_size - 1
+        self._next_adoption = 0.0
+        if self.leadership is not None:
+            self.role = "host"
+            self.stats.took_over += 1
+        return True
+
+    def _go_alone(self) -> None:
+        """Write our own journals ourselves from now on; the shared writer stops watching them when it
+        sees their header no longer names it (what both send meanwhile lands once: the eventId)."""
+        self._warn("alone", f"a journal could not be made in {self.spool.folder}; this process writes its own "
+                            f"events from now on, not the host's shared writer")
+        for journal in self.own:
+            journal.clear_writer()
+        self.leadership = None
+        self.role = "own"
+
+    def _follow(self) -> None:
+        """While another process writes for us: count what it committed of our journals, delete those
+        written and sealed, and ask for a flush a ticket waits for."""
+        self._wake_at[0] = 1 << 62  # our callers need not wake us
+        for journal in list(self.own):
+            committed = journal.committed
+            if committed > journal.read:
+                written = journal.map[journal.read:committed].count(b"\n")
+                self.committed += written
+                self.stats.written += written
+                journal.read = committed
+            if journal.done() and journal is not self.own[-1]:
+                self.own.remove(journal)
+                journal.release(remove=True)
+            elif self.tickets and journal.committed < journal.end and journal.flush_request < journal.end:
+                journal.request_flush()
+        for ticket in self.tickets:
+            ticket.scanned = True  # orphans are the shared writer's to adopt
+
+    def _folder_changed(self) -> bool:
+        """As the shared writer: whether journals may have appeared in the folder since we last looked
+        (its mtime moved, or is too recent to tell a second change from the first)."""
+        if self.leadership is None:
+            return False
+        try:
+            seen = os.stat(self.spool.folder).st_mtime_ns
+        except OSError:
+            return False
+        changed = seen != self._folder_seen or time.time_ns() - seen < 1_000_000_000
+        self._folder_seen = seen
+        return changed
+
+    def _peers_ask(self) -> bool:
+        """Whether a process waits on a flush it asked for since we last looked (a new ask only: one we
+        already acted on waits for the backoff like everything else)."""
+        asked = False
+        for journal in self.peers:
+            request = journal.flush_request
+            if request != journal.seen_request:
+                journal.seen_request = request
+                asked = asked or request > journal.committed
+        return asked
+
     def _adopt(self) -> None:
-        """Take every journal whose process is gone (or that a closed logger let go)."""
+        """Take every journal whose process is gone (or that a closed logger let go); as the shared
+        writer, watch the live ones that wait for us too."""
         self._next_adoption = time.monotonic() + self.adopt_interval
         tickets = list(self.tickets)
-        held = {j.path.name for j in [*self.own, *(a for a, _ in self.adopted)] if j.path is not None}
-        for journal in self.spool.orphans(held):
+        key = self.leadership.key if self.leadership is not None else None
+        for journal in list(self.peers):
+            if journal.owner_gone():
+                self.peers.remove(journal)
+                self.adopted.append((journal, EventIds(journal.node)))
+            elif journal.writer != key:  # its process writes it itself now
+                self.peers.remove(journal)
+                journal.release(remove=False)
+        held = {j.path.name for j in [*self.own, *(a for a, _ in self.adopted), *self.peers, *self._borrowed()]
+                if j.path is not None}
+        for journal in self.spool.orphans(held, key):
             if not self._same_cluster(journal):
                 journal.release(remove=False)
+                continue
+            if journal.watched:
+                self.peers.append(journal)
                 continue
             self.adopted.append((journal, EventIds(journal.node)))
             if journal.torn_bytes():
@@ -248,30 +397,44 @@ class Writer:
             self._commit(chunk)
 
     def _take(self, everything: bool) -> Chunk | None:
-        """The next records to write: this process's first, oldest journal first, then adopted ones."""
+        """The next records to write, from as many journals as it takes to fill the statements: this
+        process's first (oldest journal first), then the other live processes', adopted ones, and
+        those of closed loggers. Unless ``everything``, the live journals give whole batches only (the
+        rest lingers); the others are written as soon as found."""
         limit = PIPELINED * self.batch_size
-        if not everything:  # whole batches only; the rest lingers
-            pending = self.appended() - self._taken
-            limit = min(limit, pending // self.batch_size * self.batch_size)
-        for journal in list(self.own) if limit > 0 else []:
-            chunk = self._chunk(journal, limit, self.ids, own=True)
-            if chunk is not None:
-                return chunk
+        live = limit
+        if not everything:
+            waiting = self.appended() - self._taken + sum(j.waiting() for j in self.peers)
+            live = min(limit, waiting // self.batch_size * self.batch_size)
+        parts: list[Part] = []
+        rows: list[Row] = []
+        for journal in list(self.own):
+            if live <= 0:
+                break
+            live -= self._part(parts, rows, journal, live, self.ids, "own")
             if journal.done() and journal is not self.own[-1]:
                 self.own.popleft()
                 journal.release(remove=True)
+        for journal in list(self.peers):
+            if live <= 0:
+                break
+            live -= self._part(parts, rows, journal, live, EventIds(journal.node), "peer")
+            if journal.done():  # its process deletes it
+                self.peers.remove(journal)
+                journal.release(remove=False)
+        left = limit - sum(part.count for part in parts)
         for journal, ids in list(self.adopted):
-            chunk = self._chunk(journal, PIPELINED * self.batch_size, ids, own=False)
-            if chunk is not None:
-                return chunk
+            if left <= 0:
+                break
+            left -= self._part(parts, rows, journal, left, ids, "adopted")
             if journal.committed >= journal.end:
                 self.adopted.remove((journal, ids))
                 journal.release(remove=True)
         for journal in self._borrowed():
-            chunk = self._chunk(journal, PIPELINED * self.batch_size, EventIds(journal.node), own=False)
-            if chunk is not None:
-                return chunk
-        return None
+            if left <= 0:
+                break
+            left -= self._part(parts, rows, journal, left, EventIds(journal.node), "borrowed")
+        return Chunk(parts, rows) if parts else None
 
     def _take_ahead(self, everything: bool) -> None:
         """While the server runs a statement, take the next batch and build its rows, so the server does
@@ -279,19 +442,23 @@ class Writer:
         if self._ahead is None and not self.abandoned:
             self._ahead = self._take(everything)
 
-    def _chunk(self, journal: Journal, limit: int, ids: EventIds, *, own: bool) -> Chunk | None:
+    def _part(self, parts: list[Part], rows: list[Row], journal: Journal, limit: int, ids: EventIds,
+              source: str) -> int:
+        """Take up to ``limit`` records of one journal into ``parts`` and ``rows``; how many."""
         data, count, stop = journal.take(limit)
         if not count:
-            return None
-        if own:
+            return 0
+        if source == "own":
             self._taken += count
             self._wake_at[0] = self._taken + self.batch_size - 1
         items, unreadable = decode(data)
         for line in unreadable:  # not written by this library's journal code: kept for a person to look at
             self._dead_letter_text(line, f"unreadable record in journal {journal.path}")
-        rows, coerced = build_rows(items, ids)
+        built, coerced = build_rows(items, ids)
         self.stats.coerced += coerced
-        return Chunk(journal, stop, count, rows, own)
+        rows.extend(built)
+        parts.append(Part(journal, stop, count, source))
+        return count
 
     def _same_cluster(self, journal: Journal) -> bool:
         """Whether an orphan may be written here: its rows went to this sink's cluster, or to none yet.
@@ -310,19 +477,23 @@ class Writer:
         return False
 
     def _commit(self, chunk: Chunk) -> None:
-        if chunk.own and chunk.journal.cluster is None:  # its rows go there: so must its orphaned rest
-            try:
-                mine = self.sink.cluster()
-            except SinkError:  # marked at the next write
-                mine = None
-            if mine is not None:
-                chunk.journal.mark_cluster(mine)
-        chunk.journal.commit(chunk.stop)
         self._last_write = time.monotonic()
-        if chunk.own:
-            self.committed += chunk.count
-        else:
-            self.stats.adopted += chunk.count
+        for part in chunk.parts:
+            journal = part.journal
+            if part.source in ("own", "peer") and journal.cluster is None:  # its rows go there: so must its
+                try:  # orphaned rest
+                    mine = self.sink.cluster()
+                except SinkError:  # marked at the next write
+                    mine = None
+                if mine is not None:
+                    journal.mark_cluster(mine)
+            journal.commit(part.stop)
+            if part.source == "own":
+                self.committed += part.count
+            elif part.source == "peer":
+                self.stats.for_others += part.count
+            else:
+                self.stats.adopted += part.count
 
     def _answer(self, *, final: bool = False) -> None:
         """Answer the tickets whose events are all in; at the close, every ticket."""
@@ -355,9 +526,11 @@ class Writer:
         self._ahead = None
         self._taken = self.committed
         self._wake_at[0] = self._taken + self.batch_size - 1
-        for journal in [*self.own, *(a for a, _ in self.adopted), *self._borrowed()]:
+        for journal in [*self.own, *self.peers, *(a for a, _ in self.adopted), *self._borrowed()]:
             journal.rewind()
         self.stats.retries += 1
+        if exc.code == TOO_MANY_CONNECTIONS:
+            self.stats.too_many_connections += 1
         self.stats.last_error = str(exc)
         delay = self._backoff.next_delay()
         self._down_until = time.monotonic() + delay

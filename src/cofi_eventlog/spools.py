@@ -23,6 +23,7 @@ import orjson
 from .engine.diagnostics import Warner
 from .engine.isolate import Isolator
 from .engine.journal import SUFFIX, Journal
+from .engine.leadership import holder
 from .engine.spool import TARGET, Spool, default_spool_dir, open_own_file, read_dead_letters
 from .engine.stats import WriterStats
 from .engine.writer import Writer
@@ -45,6 +46,7 @@ class SpoolFolder:
     torn_bytes: int = 0
     oldest: datetime | None = None  # createdAt of the oldest waiting event
     dead_letters: int = 0
+    writers: list[int] = field(default_factory=list)  # pids of the host's shared writers writing it now
     set_aside: list[str] = field(default_factory=list)  # *.bad files and files that are not ours
 
 
@@ -105,6 +107,7 @@ def inspect_folder(folder: Path) -> SpoolFolder:
                 info.set_aside.append(path.name)
     if oldest is not None:
         info.oldest = datetime.fromtimestamp(oldest / 1e9, timezone.utc)
+    info.writers = sorted(holder(folder).values())
     return info
 
 

@@ -10,8 +10,8 @@ past ``committed``, then delete it. The client-made eventId makes a row written 
 
 With the host's shared writer (see leadership.py) the process that holds the folder's writer lock
 writes the journals of the other live processes too: their header names the writer they wait for,
-and their end is found as an adopter finds it. A process that waits asks for a flush by putting the
-offset it waits for in its header; the writer moves ``committed`` past it.
+and their end is found as an adopter finds it. A process that waits asks for a flush by counting one
+more request in its header; the writer then writes everything, and adopts what orphans there are.
 
 Layout: a header page (magic, the eventId node, committed, sealed, the shared writer's key, the cluster,
 a flush request), then records from ``DATA`` on, each one line of JSON: a call as its argument list, or
@@ -35,7 +35,7 @@ COMMITTED_AT = 16
 SEALED_AT = 24
 WRITER_AT = 32  # 32 hex digits naming the shared writer that writes it while its process lives; NULs: itself
 CLUSTER_AT = 64  # 32 hex digits naming the cluster the journal was first written to; NULs until then
-FLUSH_AT = 96  # the offset its process waits to see committed (a flush); 0 when none
+FLUSH_AT = 96  # its process's flush requests, counted: the shared writer writes everything when it changes
 DATA = 4096
 SUFFIX = ".jnl"
 MADV_POPULATE_WRITE = getattr(mmap, "MADV_POPULATE_WRITE", 23)  # Linux 5.14; the constant is Python 3.12's
@@ -205,8 +205,8 @@ class Journal:
         return int(struct.unpack_from("<Q", self.map, FLUSH_AT)[0])
 
     def request_flush(self) -> None:
-        """Ask the shared writer to write everything appended so far now."""
-        struct.pack_into("<Q", self.map, FLUSH_AT, self.end)
+        """Ask the shared writer to write everything now (and to adopt the orphans)."""
+        struct.pack_into("<Q", self.map, FLUSH_AT, self.flush_request + 1)
 
     def seal(self) -> None:
         """No record will be appended any more: once committed, the journal may go. (An append racing with

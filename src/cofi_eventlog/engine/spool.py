@@ -20,7 +20,7 @@ from typing import Any
 
 import orjson
 
-from .journal import DATA, SUFFIX, Journal
+from .journal import CLUSTER_AT, DATA, SUFFIX, Journal
 
 DEAD_LETTER = "dead-letter.jsonl"
 TARGET = "target.json"
@@ -182,6 +182,33 @@ class Spool:
                 yield Journal.adopt(path, fd)
             except (ValueError, OSError) as exc:
                 self._set_aside(path, fd, str(exc))
+
+    def orphan_names(self, skip: set[str], cluster: str | None) -> set[str]:
+        """The names of the journals no live process holds now, for a process whose shared writer adopts
+        them; only those of ``cluster`` (a cluster mark) or of none, when it is given. Each lock is only
+        tried, and let go of at once."""
+        names: set[str] = set()
+        try:
+            paths = list(self.folder.glob(f"*{SUFFIX}"))
+        except OSError:
+            return names
+        for path in paths:
+            if path.name in skip:
+                continue
+            try:
+                fd = open_own_file(path, os.O_RDONLY)
+            except OSError:
+                continue
+            try:
+                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+                mark = os.pread(fd, 32, CLUSTER_AT).strip(b"\0").decode(errors="replace") or None
+                if cluster is None or mark in (None, cluster):
+                    names.add(path.name)
+            except OSError:
+                pass
+            finally:
+                os.close(fd)
+        return names
 
     @staticmethod
     def _watched(path: Path, fd: int, writer: str) -> Journal | None:

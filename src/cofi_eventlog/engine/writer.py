@@ -49,6 +49,7 @@ class Ticket:
     def __init__(self, target: int) -> None:
         self.target = target
         self.scanned = False  # the folder was searched for orphans after this ticket was made
+        self.orphans: set[str] = set()  # a follower's: journals of processes gone, for the shared writer
         self.ok = True
         self.done = threading.Event()
 
@@ -113,6 +114,7 @@ class Writer:
         self._finished = False
         self._let_go: Callable[[], None] | None = None
         self._deadline = float("inf")
+        self._asked_at_close = False
 
     # -- lifecycle -----------------------------------------------------------------------------------
     def start(self) -> None:
@@ -140,6 +142,11 @@ class Writer:
 
     def flush(self, timeout: float | None) -> bool:
         ticket = Ticket(self.appended())
+        if not self.leading:  # the shared writer writes for us, and adopts: ask it to now
+            marks = {j.cluster for j in self.own} - {None}
+            ticket.orphans = self.spool.orphan_names(self._held(), marks.pop() if len(marks) == 1 else None)
+            for journal in list(self.own):
+                journal.request_flush()
         self.tickets.append(ticket)
         self.hurry()
         if not ticket.done.wait(timeout):
@@ -207,10 +214,11 @@ class Writer:
     def _followed_to_end(self) -> bool:
         """At close, as a follower: whether the shared writer has written all our journals hold (asked
         for at once), or the close's time is up (what is left is adopted once we let go)."""
-        self._follow()
-        for journal in self.own:
-            if journal.committed < journal.end and journal.flush_request < journal.end:
+        if not self._asked_at_close:
+            self._asked_at_close = True
+            for journal in self.own:
                 journal.request_flush()
+        self._follow()
         return all(j.committed >= j.end for j in self.own) or time.monotonic() >= self._deadline
 
     def _linger(self) -> float:
@@ -254,12 +262,13 @@ class Writer:
                 self._follow()
                 self._answer()
                 return
-            if adopt or time.monotonic() >= self._next_adoption or not all(t.scanned for t in self.tickets) \
-                    or self._folder_changed():
-                self._adopt()
-            if self._peers_ask():
+            asked = self._peers_ask()
+            if asked:  # a flush of another process: it waits for the orphans too
                 self._down_until = 0.0
                 everything = True
+            if adopt or asked or time.monotonic() >= self._next_adoption or self._folder_changed() \
+                    or not all(t.scanned for t in self.tickets):
+                self._adopt()
             if not self._is_down():
                 self._write(everything=everything or self._lingered())
             self._answer()
@@ -275,6 +284,11 @@ class Writer:
         return oldest is not None and time.time_ns() - oldest >= self.flush_interval * 1e9
 
     # -- the shared writer ---------------------------------------------------------------------------
+    def _held(self) -> set[str]:
+        """The names of the journals this process has open: none of them is another's orphan."""
+        return {j.path.name for j in [*self.own, *(a for a, _ in self.adopted), *self.peers, *self._borrowed()]
+                if j.path is not None}
+
     def _take_lead(self) -> bool:
         """Whether we write: no shared writer, or we hold its lock (taken now if it is free: the process
         that held it is gone or closed)."""
@@ -319,10 +333,9 @@ class Writer:
             if journal.done() and journal is not self.own[-1]:
                 self.own.remove(journal)
                 journal.release(remove=True)
-            elif self.tickets and journal.committed < journal.end and journal.flush_request < journal.end:
-                journal.request_flush()
         for ticket in self.tickets:
-            ticket.scanned = True  # orphans are the shared writer's to adopt
+            ticket.scanned = True  # orphans are the shared writer's to adopt: we wait for their files to go
+            ticket.orphans = {name for name in ticket.orphans if (self.spool.folder / name).exists()}
 
     def _folder_changed(self) -> bool:
         """As the shared writer: whether journals may have appeared in the folder since we last looked
@@ -338,14 +351,14 @@ class Writer:
         return changed
 
     def _peers_ask(self) -> bool:
-        """Whether a process waits on a flush it asked for since we last looked (a new ask only: one we
-        already acted on waits for the backoff like everything else)."""
+        """Whether another process asked for a flush since we last looked (a new ask only: one we already
+        acted on waits for the backoff like everything else)."""
         asked = False
         for journal in self.peers:
             request = journal.flush_request
             if request != journal.seen_request:
                 journal.seen_request = request
-                asked = asked or request > journal.committed
+                asked = True
         return asked
 
     def _adopt(self) -> None:
@@ -361,9 +374,7 @@ class Writer:
             elif journal.writer != key:  # its process writes it itself now
                 self.peers.remove(journal)
                 journal.release(remove=False)
-        held = {j.path.name for j in [*self.own, *(a for a, _ in self.adopted), *self.peers, *self._borrowed()]
-                if j.path is not None}
-        for journal in self.spool.orphans(held, key):
+        for journal in self.spool.orphans(self._held(), key):
             if not self._same_cluster(journal):
                 journal.release(remove=False)
                 continue
@@ -498,8 +509,8 @@ class Writer:
     def _answer(self, *, final: bool = False) -> None:
         """Answer the tickets whose events are all in; at the close, every ticket."""
         for ticket in list(self.tickets):
-            complete = self.committed >= ticket.target and ticket.scanned and not self.adopted \
-                and all(j.committed >= j.end for j in self._borrowed())
+            complete = self.committed >= ticket.target and all(j.committed >= j.end for j in self._borrowed()) \
+                and (ticket.scanned and not self.adopted if self.leading else not ticket.orphans)
             if not (complete or final):
                 continue
             dropped = self._dropped()

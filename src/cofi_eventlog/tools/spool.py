@@ -81,6 +81,8 @@ def _status(args: argparse.Namespace) -> int:
         print(f"{printable(f.path)}\n  target {printable(f.target or '?')}, table {printable(f.table or '?')}\n"
               f"  {f.events:,} events not yet in the database, in {f.journals} journals{held}, {f.bytes:,} bytes, "
               f"oldest {oldest}; {f.dead_letters:,} dead letters")
+        if f.writers:
+            print(f"  written by process {', '.join(map(str, f.writers))} (the host's shared writer)")
         if f.torn_bytes:
             print(f"  {f.torn_bytes:,} bytes of records cut short by a death mid-call (those calls never returned)")
         if f.set_aside:

@@ -69,6 +69,7 @@ class ShapeResult:
         out: dict[str, Any] = {
             "file_seconds": self.pace.file_seconds, "jitter": self.pace.jitter,
             "flush_interval": self.pace.flush_interval,
+            "writer": "host" if self.pace.shared_writer else "process",
             "statements_per_event": round(self.tally.statements / self.events, 4) if self.events else None,
             **({"transactions_per_event": round(self.tally.transactions / self.events, 4) if self.events else None}
                if self.server_wide is None else {}),

@@ -1,5 +1,6 @@
 """64 paced worker processes against one MariaDB and against the tests' 3-node Galera cluster: what the
-server takes from a pipeline's many workers at a worker's pace, one writer and connection per process.
+server takes from a pipeline's many workers at a worker's pace: with one writer and connection for the host
+(the library's default), and with one per process.
 
 Three targets: the shared server (COFI_EVENTLOG_TEST_DSN, by default 127.0.0.1:3306, with its own settings
 and whatever other sessions do meanwhile), a private mariadbd set up as each Galera node is (tests/servers.py:
@@ -44,6 +45,7 @@ from servers import Galera, Server, galera_cluster, scratch  # the tests' privat
 WORKERS = 64
 SECONDS = 20.0  # of paced work per worker
 PACES = (0.5, 0.05)  # seconds per file and stage
+WRITERS = ("host", "process")  # the library's default, one writer for the host; and one per worker process
 TICK = os.sysconf("SC_CLK_TCK")
 
 pytestmark = [pytest.mark.slow, pytest.mark.mysql]
@@ -153,10 +155,10 @@ def replay_polls(dsn: str, table: str, batch_id: str, rows: int, delay: dict[str
 
 
 def scale_run(benchmark: Any, summary: list[str], capsys: pytest.CaptureFixture[str], label: str, dsn: str,
-              table: str, pids: list[int], pace: float) -> dict[str, Any]:
+              table: str, pids: list[int], pace: float, writer: str) -> dict[str, Any]:
     files = WORKERS * round(SECONDS / (len(STAGES) * pace))
     argv = ["simulate", "--dsn", dsn, "--table", table, "--files", str(files), "--workers", str(WORKERS),
-            "--file-seconds", str(pace), "--mode", "buffered", "--json"]
+            "--file-seconds", str(pace), "--writer", writer, "--mode", "buffered", "--json"]
     sampler = CpuSampler(pids)
     sampler.start()
     time.sleep(3.0)  # the servers' idle rate, before anything starts
@@ -176,7 +178,10 @@ def scale_run(benchmark: Any, summary: list[str], capsys: pytest.CaptureFixture[
     assert code == 0
     assert result["events"] == result["rows_inserted"] == result["rows_found"] == events
     assert result["lost"] == 0 and delay["rows_seen"] == events
-    assert connections["library_opened"] >= WORKERS  # one writer, and so one connection, per process
+    if writer == "process":  # one writer, and so one connection, per process
+        assert connections["library_opened"] >= WORKERS
+    else:  # one for the host (two for a moment, should the writer's process end while the next one starts)
+        assert connections["library_at_once_max"] <= 2
     start, end = call_span(dsn, table, result["batch_id"], delay["max"])
     span = end - start
     server = sampler.over(start, end)
@@ -186,7 +191,8 @@ def scale_run(benchmark: Any, summary: list[str], capsys: pytest.CaptureFixture[
     rows, statements = result["rows_inserted"], result["insert_statements"]
     writing = sum(server) - polls
     figures = {
-        "target": label, "workers": WORKERS, "file_seconds": pace, "flush_interval": "default (0.5)",
+        "target": label, "workers": WORKERS, "writer": writer, "file_seconds": pace,
+        "flush_interval": "default (0.5)",
         "events": events, "span_seconds": round(span, 2), "rows_per_second": round(rows / span, 1),
         "statements_per_second": round(statements / span, 1), "rows_per_statement": round(rows / statements, 2),
         "connections_at_once": connections["library_at_once_max"],
@@ -206,39 +212,44 @@ def scale_run(benchmark: Any, summary: list[str], capsys: pytest.CaptureFixture[
     cpu = (f"server CPU {sum(server) / rows * 1e6:,.0f} µs per row, {writing / rows * 1e6:,.0f} without the delay "
            f"polls' share ({sum(server) / span:.2f} of a core; idle {idle_rate:.2f})" if pids
            else "server CPU not measured (not a local server)")
-    summary.append(f"{label}, {WORKERS} workers at {pace} s per file and stage: {rows / span:,.0f} rows/s, "
+    summary.append(f"{label}, {WORKERS} workers at {pace} s per file and stage, one writer per {writer}: "
+                   f"{rows / span:,.0f} rows/s, "
                    f"{statements / span:,.1f} INSERT statements/s ({rows / statements:.1f} rows each), "
                    f"{connections['library_at_once_max']} connections at once, delay median {delay['median']:.2f} s "
                    f"p99 {delay['p99']:.2f} s, {cpu}; {json.dumps(figures)}")
     return figures
 
 
+@pytest.mark.parametrize("writer", WRITERS)
 @pytest.mark.parametrize("pace", PACES)
 @pytest.mark.benchmark(group="64 paced workers")
 def test_one_mariadb(benchmark: Any, summary: list[str], capsys: pytest.CaptureFixture[str], mysql_dsn: str,
-                     new_table: Callable[[], str], pace: float) -> None:
+                     new_table: Callable[[], str], pace: float, writer: str) -> None:
     pid = local_server_pid(mysql_dsn)
-    scale_run(benchmark, summary, capsys, "MariaDB", mysql_dsn, new_table(), [pid] if pid else [], pace)
+    scale_run(benchmark, summary, capsys, "MariaDB", mysql_dsn, new_table(), [pid] if pid else [], pace,
+              writer)
 
 
+@pytest.mark.parametrize("writer", WRITERS)
 @pytest.mark.parametrize("pace", PACES)
 @pytest.mark.benchmark(group="64 paced workers")
 def test_private_mariadb(benchmark: Any, summary: list[str], capsys: pytest.CaptureFixture[str], single: Server,
-                         pace: float) -> None:
+                         pace: float, writer: str) -> None:
     """The same on a server of its own, set up as each Galera node is: nothing else runs on it."""
     assert single.process is not None
     scale_run(benchmark, summary, capsys, "MariaDB, private, the Galera nodes' settings", single.dsn(),
-              f"scale_{time.monotonic_ns() % 10**12}", [single.process.pid], pace)
+              f"scale_{time.monotonic_ns() % 10**12}", [single.process.pid], pace, writer)
 
 
+@pytest.mark.parametrize("writer", WRITERS)
 @pytest.mark.parametrize("pace", PACES)
 @pytest.mark.benchmark(group="64 paced workers")
 def test_galera_cluster(benchmark: Any, summary: list[str], capsys: pytest.CaptureFixture[str], galera: Galera,
-                        pace: float) -> None:
+                        pace: float, writer: str) -> None:
     table = f"scale_{time.monotonic_ns() % 10**12}"
     pids = [node.process.pid for node in galera.nodes if node.process is not None]
     try:
         scale_run(benchmark, summary, capsys, "Galera, 3 nodes, writes through node 1", galera.dsn(), table, pids,
-                  pace)
+                  pace, writer)
     finally:
         galera.nodes[0].sql(f"DROP TABLE IF EXISTS test.{table}")

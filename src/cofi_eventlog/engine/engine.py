@@ -138,6 +138,7 @@ class Engine:
             deadline = time.monotonic() + self._block_timeout
             writer.hurry()
             while self.appended - writer.committed >= self._limit and time.monotonic() < deadline:
+                writer.wake.set()  # a follower counts what the host's writer committed when woken
                 time.sleep(0.001)
             return False
         self._counts["dropped_queue_full"].add()

@@ -2,9 +2,10 @@
 
 Each process appends to its own journal as ever. The one that holds the writer lock of the spool folder
 (``writer-<key>.lock``, an ``flock``) writes every journal of that folder whose header names the same
-key, through one connection, in statements that mix the processes' events. When it dies the kernel
-frees the lock, and another process's writer, which tries for it every ``POLL`` seconds, takes over:
-it reads each journal from its committed offset, so what the dead writer had sent and not committed
+key, through one connection, in statements that mix the processes' events. Every other process has a
+thread blocked in ``flock`` on the same file: when the writer's process dies the kernel frees the lock
+and hands it to one of them at once, whose writer takes over: it reads each journal from its committed
+offset, so what the dead writer had sent and not committed
 is sent again and lands once (the eventId). No daemon: a single process holds the lock itself and
 writes as it always did.
 
@@ -17,11 +18,13 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import os
+import threading
+from collections.abc import Callable
 from pathlib import Path
 
 from .spool import open_own_file
 
-POLL = 0.05  # seconds between a waiting process's tries for the lock, and the writer's looks for new journals
+POLL = 0.05  # seconds between the writer's looks at the other processes' journals
 
 
 def writer_key(target: str) -> str:
@@ -36,6 +39,9 @@ class Leadership:
         self.key = key
         self.path = folder / f"writer-{key[:16]}.lock"
         self._fd: int | None = None
+        self._lock = threading.Lock()
+        self._in_line: int | None = None  # the descriptor a thread waits on for the lock
+        self._given_up = False
 
     @property
     def held(self) -> bool:
@@ -54,20 +60,56 @@ class Leadership:
         except OSError:
             os.close(fd)
             return False
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-        self._fd = fd
-        return True
+        return self._taken(fd)
+
+    def _taken(self, fd: int) -> bool:
+        with self._lock:
+            if self._given_up:  # closed meanwhile: pass it on
+                os.close(fd)
+                return False
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+            self._fd = fd
+            return True
+
+    def wait_in_line(self, taken: Callable[[], None]) -> None:
+        """Have a thread wait for the lock (blocked in the kernel, costing nothing), and call ``taken``
+        once it is ours. Once per process and logger."""
+        with self._lock:
+            if self._in_line is not None or self._fd is not None or self._given_up:
+                return
+            try:
+                self._in_line = open_own_file(self.path, os.O_RDWR | os.O_CREAT)
+            except OSError:
+                return
+        threading.Thread(target=self._wait, args=(self._in_line, taken), name="cofi-eventlog-writer-lock",
+                         daemon=True).start()
+
+    def _wait(self, fd: int, taken: Callable[[], None]) -> None:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except OSError:
+            return
+        with self._lock:
+            if self._in_line != fd:  # forgotten (a fork) or given up: the descriptor is not ours to use
+                return
+            self._in_line = None
+        if self._taken(fd):
+            taken()
 
     def release(self) -> None:
-        """Let another process take over (closing our only descriptor frees the lock)."""
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
+        """Let another process take over (closing our only descriptor frees the lock), and stop waiting."""
+        with self._lock:
+            self._given_up = True
+            for fd in (self._fd, self._in_line):
+                if fd is not None:
+                    os.close(fd)
+            self._fd = self._in_line = None
 
     def forget(self) -> None:
-        """In a forked child: close the inherited descriptor; the lock stays the parent's (an ``flock``
+        """In a forked child: close the inherited descriptors; the lock stays the parent's (an ``flock``
         belongs to the open file, which the parent still has open)."""
+        self._lock = threading.Lock()  # a parent's thread may have held it at the fork
         self.release()
 
 

@@ -5,7 +5,7 @@ whose process is gone) and, as the host's shared writer (see leadership.py), tho
 processes that wait for it; builds the rows, hands them to the sink in multi-row statements that mix
 journals, and commits each journal past what the database has. While another process is the shared
 writer, this one only follows: it counts what that writer committed in its journals, deletes those
-done, asks for flushes through the journal header, and tries for the lock every ``POLL`` seconds.
+done, asks for flushes through the journal header, and waits in line for the lock.
 
 It writes once a batch is full, once the oldest waiting event has waited ``flush_interval`` (a linger,
 as Kafka's producer has), when a flush asks, and when the logger closes. While the database is away
@@ -38,6 +38,7 @@ from .spool import Spool
 from .stats import WriterStats
 
 PIPELINED = 4  # batches a busy writer hands the sink at once
+FOLLOWER_LOOK = 1.0  # seconds between a follower's looks at its journals' headers while no flush waits
 FOLLOWER_CLOSE = 5.0  # seconds a close without a timeout waits for the shared writer to write our journals
 TOO_MANY_CONNECTIONS = 1040  # the server's errno: back-pressure like any outage, and counted
 
@@ -187,7 +188,7 @@ class Writer:
     @property
     def leading(self) -> bool:
         """Whether this writer writes (its own journals at least): no shared writer, or we are it."""
-        return self.leadership is None or self.leadership.held
+        return self.role != "follower"
 
     # -- the loop ------------------------------------------------------------------------------------
     def _run(self) -> None:
@@ -224,8 +225,8 @@ class Writer:
     def _linger(self) -> float:
         """Seconds until there is something to do: the oldest waiting event's linger, the next adoption
         round, the end of a backoff, or an idle connection to give back."""
-        if not self.leading:
-            return POLL / 5 if self.tickets else POLL
+        if not self.leading:  # the lock's waiting thread wakes us the moment it is ours
+            return POLL / 5 if self.tickets else FOLLOWER_LOOK
         now = time.monotonic()
         waits = [max(0.0, self._next_adoption - now), self.idle_timeout]
         if self.leadership is not None:
@@ -235,8 +236,10 @@ class Writer:
         elif self.adopted:
             return 0.0
         else:
+            self._wake_at[0] = self._taken  # nothing waits: the next call wakes us, to start its linger...
             oldest = self._oldest_ns()
-            if oldest is not None:
+            if oldest is not None:  # ...unless one waits already (set first, looked after: none slips by)
+                self._wake_at[0] = self._taken + self.batch_size - 1
                 waits.append(self.flush_interval - (time.time_ns() - oldest) / 1e9)
         return max(0.0, min(waits))
 
@@ -292,10 +295,11 @@ class Writer:
     def _take_lead(self) -> bool:
         """Whether we write: no shared writer, or we hold its lock (taken now if it is free: the process
         that held it is gone or closed)."""
-        if self.leadership is None or self.leadership.held:
+        if self.leadership is None or self.role == "host":
             return True
-        if not self.leadership.try_take():
+        if not (self.leadership.held or self.leadership.try_take()):
             if all(j.path is not None for j in self.own):
+                self.leadership.wait_in_line(self.hurry)
                 return False
             self._go_alone()  # a journal in memory (no file could be made): no other process can see it
         self._follow()
@@ -316,6 +320,8 @@ class Writer:
                             f"events from now on, not the host's shared writer")
         for journal in self.own:
             journal.clear_writer()
+        if self.leadership is not None:
+            self.leadership.release()
         self.leadership = None
         self.role = "own"
 

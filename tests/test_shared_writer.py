@@ -15,9 +15,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from conftest import landed
 from crashkit import Run, alive, collect, count, wait_gone
 from servers import MARIADBD, Server, require, scratch
 
+from cofi_eventlog import EventLogger
 from cofi_eventlog.database import Database
 from cofi_eventlog.engine.leadership import holder
 
@@ -174,3 +176,55 @@ def test_without_the_shared_writer_too_many_connections_is_waited_out(small_serv
     assert tally.ok(), tally.line()
     assert all(r["flushed"] and r["writer_role"] == "own" for r in results)
     assert refused > 0
+
+
+def test_two_loggers_of_one_target_share_the_writer_and_hand_it_over(tmp_path: Path) -> None:
+    """The first logger to start writes; the second follows, its flush answered by the first's writes; when
+    the first closes, the second takes over at once and writes its later events itself."""
+    dsn, spool = f"sqlite:///{tmp_path / 'events.db'}", str(tmp_path / "spool")
+    first = EventLogger(dsn, spool_dir=spool)
+    second = EventLogger(dsn, spool_dir=spool)
+    first.file_started("b", "lid", "first-0")
+    assert first.flush(10)
+    for i in range(100):
+        second.file_started("b", "lid", f"second-{i}")
+    assert second.flush(10)
+    assert landed(dsn, "batchExecutionLog") == (101, 101, 101)
+    assert (first.stats()["writer_role"], second.stats()["writer_role"]) == ("host", "follower")
+    assert first.stats()["written_for_others"] == 100
+    assert (second.stats()["written"], second.stats()["unwritten"]) == (100, 0)
+    first.close()
+    for i in range(100, 150):
+        second.file_started("b", "lid", f"second-{i}")
+    assert second.flush(10)
+    stats = second.stats()
+    second.close()
+    assert landed(dsn, "batchExecutionLog") == (151, 151, 151)
+    assert (stats["writer_role"], stats["took_over"], stats["written"]) == ("host", 1, 150)
+
+
+def test_a_follower_s_flush_waits_for_the_orphans_too(tmp_path: Path) -> None:
+    """flush() means the same in a process that does not write: its events and the journals of processes
+    that were gone when it was called are in the database. The follower's one event goes with the first of
+    the orphan's five statements; its flush still waits for all five."""
+    dsn, spool = f"sqlite:///{tmp_path / 'events.db'}", str(tmp_path / "spool")
+    writer = EventLogger(dsn, spool_dir=spool)
+    follower = EventLogger(dsn, spool_dir=spool)
+    writer.file_started("b", "lid", "writer-0")
+    follower.file_started("b", "lid", "follower-0")
+    assert writer.flush(10) and follower.flush(10)
+    dead = subprocess.run([sys.executable, "-c", f"""
+import os, time
+from cofi_eventlog import EventLogger
+log = EventLogger({dsn!r}, spool_dir={spool!r}, flush_interval=60, batch_size=100000, shared_writer=False)
+for i in range(20000):
+    log.file_started("b", "lid", f"dead-{{i}}")
+time.sleep(1.5)  # its journal no longer new: the writer finds it at the next ask, not at once
+os.kill(os.getpid(), 9)
+"""])
+    assert dead.returncode == -9
+    follower.file_started("b", "lid", "follower-1")
+    assert follower.flush(10) and follower.stats()["writer_role"] == "follower"
+    assert landed(dsn, "batchExecutionLog") == (20003, 20003, 20003)
+    follower.close()
+    writer.close()

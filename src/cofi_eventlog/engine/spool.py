@@ -169,10 +169,9 @@ class Spool:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError:  # a live process's
-                live = self._watched(path, fd, writer) if writer is not None else None
-                if live is None:
+                if writer is None:
                     os.close(fd)
-                else:
+                elif (live := self._watched(path, fd, writer)) is not None:
                     yield live
                 continue
             if os.fstat(fd).st_nlink == 0:  # written and removed by another adopter meanwhile
@@ -212,10 +211,12 @@ class Spool:
 
     @staticmethod
     def _watched(path: Path, fd: int, writer: str) -> Journal | None:
-        """A live journal that waits for ``writer`` and still has something to write, or None."""
+        """A live journal that waits for ``writer`` and still has something to write, or None (and ``fd``
+        closed)."""
         try:
             journal = Journal.watch(path, fd)
         except (ValueError, OSError):
+            os.close(fd)
             return None
         if journal.writer == writer and not journal.done():
             return journal

@@ -192,6 +192,7 @@ class Writer:
 
     # -- the loop ------------------------------------------------------------------------------------
     def _run(self) -> None:
+        self._cycle(everything=False)  # at once: the first to start writes for the host
         while not self.stopping:
             (self.urgent if self._is_down() else self.wake).wait(self._linger())  # no spinning while down
             self.wake.clear()
@@ -311,6 +312,10 @@ class Writer:
         if self.leadership is not None:
             self.role = "host"
             self.stats.took_over += 1
+            try:  # connect now: the other processes' oldest events may have waited their linger already
+                self.sink.cluster()
+            except SinkError:
+                pass  # the first write finds the outage, and backs off
         return True
 
     def _go_alone(self) -> None:
@@ -327,7 +332,7 @@ class Writer:
 
     def _follow(self) -> None:
         """While another process writes for us: count what it committed of our journals, delete those
-        written and sealed, and ask for a flush a ticket waits for."""
+        written and sealed, and drop from the tickets the orphans it has written (their files are gone)."""
         self._wake_at[0] = 1 << 62  # our callers need not wake us
         for journal in list(self.own):
             committed = journal.committed
@@ -495,16 +500,17 @@ class Writer:
 
     def _commit(self, chunk: Chunk) -> None:
         self._last_write = time.monotonic()
-        for part in chunk.parts:
-            journal = part.journal
-            if part.source in ("own", "peer") and journal.cluster is None:  # its rows go there: so must its
-                try:  # orphaned rest
-                    mine = self.sink.cluster()
-                except SinkError:  # marked at the next write
-                    mine = None
-                if mine is not None:
+        unmarked = [p.journal for p in chunk.parts if p.source in ("own", "peer") and p.journal.cluster is None]
+        if unmarked:  # their rows go to this cluster: so must their orphaned rest, should their process die
+            try:
+                mine = self.sink.cluster()
+            except SinkError:  # marked at the next write
+                mine = None
+            if mine is not None:
+                for journal in unmarked:
                     journal.mark_cluster(mine)
-            journal.commit(part.stop)
+        for part in chunk.parts:
+            part.journal.commit(part.stop)
             if part.source == "own":
                 self.committed += part.count
             elif part.source == "peer":

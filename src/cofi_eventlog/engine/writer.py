@@ -16,13 +16,11 @@ lettered (see isolate.py).
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import orjson
 
@@ -34,6 +32,8 @@ from .diagnostics import Warner
 from .isolate import Isolator
 from .journal import Journal, cluster_mark
 from .leadership import POLL, Leadership
+from .peers import Peers
+from .records import decode
 from .spool import Spool
 from .stats import WriterStats
 
@@ -91,10 +91,10 @@ class Writer:
         self.stats = WriterStats()
         self.adopted: list[tuple[Journal, EventIds]] = []
         self.leadership = leadership  # None: this process writes its own journals, and only those
-        self.peers: list[Journal] = []  # live processes' journals, while we are the shared writer
+        self.host = Peers(spool.folder, leadership.key) if leadership is not None else None
+        self.peers: list[Journal] = self.host.journals if self.host is not None else []  # live processes'
         # own: writes its own journals; host: the host's shared writer; follower: another process is
         self.role = "own" if leadership is None else "follower"
-        self._folder_seen = 0  # the spool folder's mtime at our last look for journals
         self.tickets: list[Ticket] = []
         self.stopping = False
         self.abandoned = False
@@ -179,9 +179,8 @@ class Writer:
     def _release(self, let_go: Callable[[], None]) -> None:
         """Let go of the journals, then of the writer lock (so the next writer finds them free)."""
         let_go()
-        for journal in self.peers:
-            journal.release(remove=False)
-        self.peers.clear()
+        if self.host is not None:
+            self.host.release()
         if self.leadership is not None:
             self.leadership.release()
 
@@ -266,12 +265,12 @@ class Writer:
                 self._follow()
                 self._answer()
                 return
-            asked = self._peers_ask()
+            asked = self.host is not None and self.host.asked()
             if asked:  # a flush of another process: it waits for the orphans too
                 self._down_until = 0.0
                 everything = True
-            if adopt or asked or time.monotonic() >= self._next_adoption or self._folder_changed() \
-                    or not all(t.scanned for t in self.tickets):
+            if adopt or asked or time.monotonic() >= self._next_adoption \
+                    or (self.host is not None and self.host.changed()) or not all(t.scanned for t in self.tickets):
                 self._adopt()
             if not self._is_down():
                 self._write(everything=everything or self._lingered())
@@ -327,7 +326,7 @@ class Writer:
             journal.clear_writer()
         if self.leadership is not None:
             self.leadership.release()
-        self.leadership = None
+        self.leadership = self.host = None
         self.role = "own"
 
     def _follow(self) -> None:
@@ -348,44 +347,14 @@ class Writer:
             ticket.scanned = True  # orphans are the shared writer's to adopt: we wait for their files to go
             ticket.orphans = {name for name in ticket.orphans if (self.spool.folder / name).exists()}
 
-    def _folder_changed(self) -> bool:
-        """As the shared writer: whether journals may have appeared in the folder since we last looked
-        (its mtime moved, or is too recent to tell a second change from the first)."""
-        if self.leadership is None:
-            return False
-        try:
-            seen = os.stat(self.spool.folder).st_mtime_ns
-        except OSError:
-            return False
-        changed = seen != self._folder_seen or time.time_ns() - seen < 1_000_000_000
-        self._folder_seen = seen
-        return changed
-
-    def _peers_ask(self) -> bool:
-        """Whether another process asked for a flush since we last looked (a new ask only: one we already
-        acted on waits for the backoff like everything else)."""
-        asked = False
-        for journal in self.peers:
-            request = journal.flush_request
-            if request != journal.seen_request:
-                journal.seen_request = request
-                asked = True
-        return asked
-
     def _adopt(self) -> None:
         """Take every journal whose process is gone (or that a closed logger let go); as the shared
         writer, watch the live ones that wait for us too."""
         self._next_adoption = time.monotonic() + self.adopt_interval
         tickets = list(self.tickets)
-        key = self.leadership.key if self.leadership is not None else None
-        for journal in list(self.peers):
-            if journal.owner_gone():
-                self.peers.remove(journal)
-                self.adopted.append((journal, EventIds(journal.node)))
-            elif journal.writer != key:  # its process writes it itself now
-                self.peers.remove(journal)
-                journal.release(remove=False)
-        for journal in self.spool.orphans(self._held(), key):
+        for journal in self.host.sort_out() if self.host is not None else []:
+            self.adopted.append((journal, EventIds(journal.node)))
+        for journal in self.spool.orphans(self._held(), self.host.key if self.host is not None else None):
             if not self._same_cluster(journal):
                 journal.release(remove=False)
                 continue
@@ -426,7 +395,7 @@ class Writer:
         limit = PIPELINED * self.batch_size
         live = limit
         if not everything:
-            waiting = self.appended() - self._taken + sum(j.waiting() for j in self.peers)
+            waiting = self.appended() - self._taken + (self.host.waiting() if self.host is not None else 0)
             live = min(limit, waiting // self.batch_size * self.batch_size)
         parts: list[Part] = []
         rows: list[Row] = []
@@ -580,42 +549,3 @@ class Writer:
         else:
             self.stats.dropped_dead_letter += 1
             self._warn("dead-lost", f"event {event_id} rejected by the database ({reason}) and dropped: {problem}")
-
-
-def decode(data: bytes) -> tuple[list[Any], list[bytes]]:
-    """The calls and rows of journal records (see journal.py), as ``build_rows`` takes them, and the
-    records that are not readable as either."""
-    try:
-        items: list[Any] = orjson.loads(b"[" + data[:-1].replace(b"\n", b",") + b"]")
-    except orjson.JSONDecodeError:
-        items = [_loads(line) for line in data[:-1].split(b"\n")]
-    if set(map(type, items)) == {list} and set(map(len, items)) == {12}:
-        return items, []  # calls only, each of the right shape: the common case, checked in C
-    unreadable: list[bytes] = []
-    calls: list[Any] = []
-    for item in items:
-        if type(item) is list and len(item) == 12:
-            calls.append(item)
-        elif type(item) is dict and _is_row(item.get("row")):
-            row = item["row"]
-            calls.append((bytes.fromhex(row[0]), *row[1:]))
-        else:
-            unreadable.append(item if type(item) is bytes else orjson.dumps(item))
-    return calls, unreadable
-
-
-def _loads(line: bytes) -> Any:
-    try:
-        return orjson.loads(line)
-    except orjson.JSONDecodeError:
-        return line
-
-
-def _is_row(row: Any) -> bool:
-    if type(row) is not list or len(row) != 11 or type(row[0]) is not str or len(row[0]) != 32:
-        return False
-    try:
-        bytes.fromhex(row[0])
-    except ValueError:
-        return False
-    return True

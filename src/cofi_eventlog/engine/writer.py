@@ -273,7 +273,7 @@ class Writer:
                     or (self.host is not None and self.host.changed()) or not all(t.scanned for t in self.tickets):
                 self._adopt()
             if not self._is_down():
-                self._write(everything=everything or self._lingered())
+                self._write(everything=everything, lingered=self._lingered())
             self._answer()
             if self._last_write + self.idle_timeout <= time.monotonic():
                 self.sink.close()  # a connection idle this long is given back; the next write reconnects
@@ -369,11 +369,14 @@ class Writer:
             ticket.scanned = True
 
     # -- writing -------------------------------------------------------------------------------------
-    def _write(self, *, everything: bool) -> None:
-        """Write what is due: whole batches, or ``everything``. Stops at the first outage."""
+    def _write(self, *, everything: bool, lingered: bool = False) -> None:
+        """Write what is due: whole batches, or ``everything`` (a flush, the close: what arrives meanwhile
+        too). A linger that ran out writes what waits now, then whole batches only: at a busy host's
+        pace new events arrive during every statement, and chasing them would send a stream of small
+        ones. Stops at the first outage."""
         while not self.abandoned:
-            chunk = self._ahead or self._take(everything)
-            self._ahead = None
+            chunk = self._ahead or self._take(everything or lingered)
+            self._ahead, lingered = None, False
             if chunk is None:
                 return
             if not chunk.rows:  # nothing readable in it (dead-lettered)

@@ -72,38 +72,50 @@ class MySQLCounter:
 
 
 class SQLiteCounter:
-    """Traces each connection it is given; :meth:`before_close` must run while they are still open."""
+    """Traces each connection it is given. Rows are read at each COMMIT (the library's SQLite sink writes
+    each batch in a transaction), so a connection that closes later, in another process's stead (the
+    host's shared writer taking over at the end of a run), is counted too; and at :meth:`before_close`."""
 
     def __init__(self) -> None:
-        self.tally = Tally()
+        self._counts = Tally()
+        self._rows: list[int] = []  # total_changes of each connection, as last read
         self._connections: list[sqlite3.Connection] = []
+
+    @property
+    def tally(self) -> Tally:
+        return Tally(self._counts.statements, sum(self._rows), self._counts.transactions, self._counts.unread)
 
     def attach(self, conn: sqlite3.Connection) -> None:
         self._connections.append(conn)
+        index = len(self._rows)
+        self._rows.append(0)
         in_transaction = False
 
         def trace(sql: str) -> None:
             nonlocal in_transaction
             word = sql.lstrip()[:8].upper()
             if word.startswith("INSERT"):
-                self.tally.statements += 1
+                self._counts.statements += 1
                 if not in_transaction:
-                    self.tally.transactions += 1
+                    self._counts.transactions += 1
             elif word.startswith("BEGIN"):
                 in_transaction = True
             elif word.startswith(("COMMIT", "END")):
                 in_transaction = False
-                self.tally.transactions += 1
+                self._counts.transactions += 1
+                self._rows[index] = conn.total_changes  # the transaction's rows are in it by now
             elif word.startswith("ROLLBACK"):
                 in_transaction = False
 
         conn.set_trace_callback(trace)
 
     def before_close(self) -> None:
-        """Read the row counts of the traced connections."""
-        for conn in self._connections:
-            self.tally.rows += conn.total_changes
-        self._connections.clear()
+        """Read the row counts of the traced connections still open."""
+        for index, conn in enumerate(self._connections):
+            try:
+                self._rows[index] = conn.total_changes
+            except sqlite3.ProgrammingError:  # closed already
+                pass
 
 
 Counter = MySQLCounter | SQLiteCounter

@@ -55,8 +55,8 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--flush-interval", type=_bounded(float, 0.001), default=None,
                         help="the logger's flush_interval in a paced run (default: the library's)")
     parser.add_argument("--writer", choices=("host", "process"), default="host",
-                        help="in a paced run: one writer for all the workers (the library's default, "
-                             "shared_writer=True), or one per worker process (shared_writer=False)")
+                        help="one writer for all the workers (the library's default, shared_writer=True), or "
+                             "one per worker process (shared_writer=False)")
     parser.add_argument("--json", action="store_true", help="print one JSON object with a key per shape")
     parser.add_argument("--table", help="events table to write into, created if missing and kept "
                                         "(default: one made for the run and dropped after it)")
@@ -95,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
     shapes: tuple[str, ...] = args.mode
     pace = None
     if args.file_seconds is not None:
-        pace = Pace(args.file_seconds, args.flush_interval, shared_writer=args.writer == "host")
+        pace = Pace(args.file_seconds, args.flush_interval)
     elif args.flush_interval is not None:
         print("cofi-eventlog simulate: --flush-interval needs --file-seconds: at full speed every batch fills "
               "before the interval ends", file=sys.stderr)
@@ -117,7 +117,7 @@ def run(args: argparse.Namespace) -> int:
                                 spool_dir=os.path.join(temp, "spool") if temp else None)
         plan = Plan.make(args.files, args.failure_rate)
         for shape in shapes:
-            results[shape] = run_shape(shape, target, plan, args.workers, pace)
+            results[shape] = run_shape(shape, target, plan, args.workers, pace, shared_writer=args.writer == "host")
     except (SinkError, ValueError, RuntimeError) as exc:
         print(f"cofi-eventlog simulate: {exc}", file=sys.stderr)
         return 2
@@ -136,8 +136,9 @@ def run(args: argparse.Namespace) -> int:
         if pace is not None:
             interval = "the default" if pace.flush_interval is None else f"{pace.flush_interval:g} s"
             workers += (f" at {pace.file_seconds:g} s ±{pace.jitter:.0%} per file and stage, flush_interval "
-                        f"{interval}, " + ("one writer for the host" if pace.shared_writer else
-                                           "one writer per process"))
+                        f"{interval}")
+        if args.workers > 1:
+            workers += ", one writer for the host" if args.writer == "host" else ", one writer per process"
         print(table(results, f"{args.files:,} files × {len(STAGES)} stages, {workers}, "
                              f"{args.failure_rate:.1%} failing, on {where}"))
         print()

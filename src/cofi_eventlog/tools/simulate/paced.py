@@ -31,7 +31,6 @@ class Pace:
     file_seconds: float
     flush_interval: float | None = None
     jitter: float = JITTER
-    shared_writer: bool = True  # the library's default: one writer per host; False: one per worker process
 
 
 @dataclass
@@ -93,7 +92,7 @@ def run_paced(job: Job, pace: Pace, progress: Any, done: Any, connections: Any) 
         options: dict[str, Any] = {"table": job.table, "on_connect": on_connect, "spool_dir": job.spool_dir}
         if pace.flush_interval is not None:
             options["flush_interval"] = pace.flush_interval
-        options["shared_writer"] = pace.shared_writer
+        options["shared_writer"] = job.shared_writer
         logger = EventLogger.configure(job.dsn, **options)
         log = EventLogger
     elif job.shape == "legacy":

@@ -112,6 +112,7 @@ class Job:
     worker: int
     workers: int
     spool_dir: str | None = None  # None: the library's per-user default
+    shared_writer: bool = True  # the library's default, one writer for the host; False: one per worker process
 
     @property
     def files(self) -> range:
@@ -154,7 +155,7 @@ def run_buffered(job: Job, progress: Any) -> WorkerResult:
     """Pipeline code's call shape: methods called on the class, going to the process-wide logger."""
     counter = counter_for(job.dialect)
     logger = EventLogger.configure(job.dsn, table=job.table, on_connect=counter.attach,
-                                   spool_dir=job.spool_dir)
+                                   spool_dir=job.spool_dir, shared_writer=job.shared_writer)
     result = WorkerResult(job.worker, started=time.monotonic())
     if job.worker == 0:  # the batch declares its stages, as a pipeline's orchestrator does: one event more
         EventLogger.batch_started(job.batch_id, total_files=job.plan.files, stages=STAGES)

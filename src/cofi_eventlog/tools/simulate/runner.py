@@ -69,7 +69,6 @@ class ShapeResult:
         out: dict[str, Any] = {
             "file_seconds": self.pace.file_seconds, "jitter": self.pace.jitter,
             "flush_interval": self.pace.flush_interval,
-            "writer": "host" if self.pace.shared_writer else "process",
             "statements_per_event": round(self.tally.statements / self.events, 4) if self.events else None,
             **({"transactions_per_event": round(self.tally.transactions / self.events, 4) if self.events else None}
                if self.server_wide is None else {}),
@@ -119,11 +118,12 @@ def new_batch_id(shape: str) -> str:
     return f"sim-{shape}-{time.strftime('%Y%m%dT%H%M%S')}-{os.urandom(4).hex()}"
 
 
-def run_shape(shape: str, target: Target, plan: Plan, workers: int, pace: Pace | None = None) -> ShapeResult:
+def run_shape(shape: str, target: Target, plan: Plan, workers: int, pace: Pace | None = None,
+              shared_writer: bool = True) -> ShapeResult:
     """One shape's run; with a pace, its workers are paced and watched (see sampler.py)."""
     batch_id = new_batch_id(shape)
     jobs = [Job(shape, target.dsn, target.dialect, target.table, target.legacy_table, batch_id, plan, w, workers,
-                target.spool_dir) for w in range(workers)]
+                target.spool_dir, shared_writer) for w in range(workers)]
     watched: Watched | None = None
     with Database(target.dsn) as db:
         before = server_status(db) if target.dialect == "mysql" else None

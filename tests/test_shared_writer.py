@@ -137,8 +137,7 @@ def test_24_paced_workers_share_one_connection_and_survive_the_writer_s_death(sm
         while (successor := writer_pid(Path(run.spool_dir))) in (None, writer) and time.monotonic() < deadline:
             time.sleep(0.02)
         assert successor not in (None, writer) and alive(successor)
-        before_kill = run.returned_count()
-        run.wait_returned(before_kill + 24 * 20, timeout=60)
+        run.wait_returned(run.returned_count() + 24 * 20, timeout=60)  # a second at the workers' pace
         took_after = wait_landed(run, small_server, seen, within=6 * FLUSH_INTERVAL)
         results = workers.finish()
     finally:

@@ -92,7 +92,6 @@ class Writer:
         self.adopted: list[tuple[Journal, EventIds]] = []
         self.leadership = leadership  # None: this process writes its own journals, and only those
         self.host = Peers(spool.folder, leadership.key) if leadership is not None else None
-        self.peers: list[Journal] = self.host.journals if self.host is not None else []  # live processes'
         # own: writes its own journals; host: the host's shared writer; follower: another process is
         self.role = "own" if leadership is None else "follower"
         self.tickets: list[Ticket] = []
@@ -185,6 +184,11 @@ class Writer:
             self.leadership.release()
 
     @property
+    def peers(self) -> list[Journal]:
+        """The other live processes' journals, while we are the host's shared writer."""
+        return self.host.journals if self.host is not None else []
+
+    @property
     def leading(self) -> bool:
         """Whether this writer writes (its own journals at least): no shared writer, or we are it."""
         return self.role != "follower"
@@ -273,7 +277,7 @@ class Writer:
                     or (self.host is not None and self.host.changed()) or not all(t.scanned for t in self.tickets):
                 self._adopt()
             if not self._is_down():
-                self._write(everything=everything, lingered=self._lingered())
+                self._write(everything=everything, lingered=not everything and self._lingered())
             self._answer()
             if self._last_write + self.idle_timeout <= time.monotonic():
                 self.sink.close()  # a connection idle this long is given back; the next write reconnects
